@@ -176,6 +176,9 @@ class EvalConfig(Spec):
         "official", description="Tagging precision divisor: official min(K, #unique) or corrected K."
     )
     measure_speed: bool = Field(False, description="Also measure parameter count and inference FPS (Table 10).")
+    stability_noise: tuple[float, ...] = Field(
+        (), description="Visual noise levels (std relative to feature norm) of the Fig. 4 stability analysis; () = off."
+    )
 
 
 class ExperimentConfig(Spec):
