@@ -1,0 +1,270 @@
+"""SageModel: the three SAGE parts assembled, with the two training stages made explicit.
+
+Data flow for a batch of B subject-object pairs at T keyframes::
+
+    visual (B,T,4,D) --proj--> (B,T,4,H) --(I) semantic enhancement (teacher (B,T,4,Dt))-->
+    --(II) motion + spatial + temporal--> V_vr (B,4H) --proj--> (B,E) [visual adapter]
+                                        \\-> psi -> interaction logit (B,)
+                                        \\-> subject/object (B,2,H) -> cos with W_obj -> object logits
+    (III) class enhancement: prompts + TKE -> CLIP text encoder -> F'_L (C,E) [text adapter]
+    relation logits = cos(V_vr, F'_L) / tau   (B, C)
+
+Stages: in stage 1 the classifier is the frozen hand-crafted ``W_clip`` and only the visual
+modules learn; in stage 2 the visual modules are frozen (and in eval mode, so dropout does not
+move their features) and the prompt learner and adapters learn. :meth:`SageModel.set_stage`
+is the one place where parameters are frozen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP
+from torch import Tensor, nn
+
+from sage_model.clip import build_clip, class_name_text, encode_texts
+from sage_model.config import ModelConfig
+from sage_model.model.heads import Adapter, InteractionHead
+from sage_model.model.prompts import (
+    ClassAwarePrompt,
+    ImageCondPrompt,
+    LayerwiseTextEncoder,
+    knowledge_sentences,
+)
+from sage_model.model.semantic import SemanticEnhancement
+from sage_model.model.spatiotemporal import SpatioTemporal
+
+OBJECT_TEMPLATE = "a photo of a {}."
+DEFAULT_BLOCKS = {"vidvrd": 1, "vidor": 2}
+
+
+class VocabularyLike(Protocol):
+    dataset: str
+
+    @property
+    def objects(self) -> tuple[str, ...]: ...
+
+    @property
+    def predicates(self) -> tuple[str, ...]: ...
+
+
+@dataclass
+class ModelOutput:
+    """What one forward pass returns; C = requested predicates, O = requested objects."""
+
+    rel_logits: Tensor  # (B, C) cos / tau
+    int_logit: Tensor  # (B,)
+    subject_logits: Tensor  # (B, O) cos / tau
+    object_logits: Tensor  # (B, O)
+    classifier: Tensor  # (C, E) or (B, C, E) for image_cond; L2-normalised F'_L
+    knowledge: Tensor  # (C, E) W_clip of the requested predicates
+
+
+def _input_projection(in_dim: int, dim: int) -> nn.Module:
+    """Identity when the store already has the model width (keeps CLIP's space), else Linear."""
+    return nn.Identity() if in_dim == dim else nn.Linear(in_dim, dim)
+
+
+class SageModel(nn.Module):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        clip: CLIP,
+        predicates: list[str],
+        objects: list[str],
+        *,
+        feature_dim: int,
+        teacher_dim: int | None,
+        frames: int,
+        blocks: int,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.stage = 1
+        self.predicates = list(predicates)
+        self.objects = list(objects)
+        self.text_encoder = LayerwiseTextEncoder(clip)
+        embed = self.text_encoder.embed_dim
+        dim = cfg.hidden_dim or embed
+        self.tau = cfg.loss.tau
+        knowledge = encode_texts(clip, knowledge_sentences(self.predicates, cfg.prompt.template_text))
+        self.register_buffer("knowledge", knowledge, persistent=False)  # W_clip (P, E)
+        object_text = encode_texts(clip, [OBJECT_TEMPLATE.format(class_name_text(o)) for o in self.objects])
+        self.register_buffer("object_text", object_text, persistent=False)  # W_obj (O, E)
+        # (I) + (II): the visual modules of stage 1.
+        self.visual_in = _input_projection(feature_dim, dim)
+        uses_teacher = cfg.semantic.fusion != "none"
+        self.teacher_in = _input_projection(teacher_dim or dim, dim) if uses_teacher else None
+        self.semantic = SemanticEnhancement(cfg.semantic, dim)
+        self.spatio_temporal = SpatioTemporal(cfg.spatio_temporal, dim, blocks, frames)
+        self.interaction = InteractionHead(4 * dim, dim)
+        self.object_proj = nn.Linear(dim, embed)
+        self.relation_proj = nn.Linear(4 * dim, embed)
+        # (III): the class-enhancement modules of stage 2.
+        self.prompt: ClassAwarePrompt | ImageCondPrompt | None = None
+        if cfg.prompt.strategy == "class_aware":
+            self.prompt = ClassAwarePrompt(cfg.prompt, self.text_encoder, self.predicates, knowledge)
+        elif cfg.prompt.strategy == "image_cond":
+            self.prompt = ImageCondPrompt(cfg.prompt, self.text_encoder, self.predicates, 4 * dim)
+        ad = cfg.adapters
+        self.visual_adapter = Adapter(embed, ad.reduction, ad.ratio) if ad.visual else None
+        self.text_adapter = Adapter(embed, ad.reduction, ad.ratio) if ad.text else None
+        self._cache: dict[tuple[int, tuple[int, ...]], Tensor] = {}
+        self.set_stage(1)
+
+    # ----------------------------------------------------------------- stages and freezing
+    def visual_modules(self) -> list[nn.Module]:
+        mods = [self.visual_in, self.semantic, self.spatio_temporal, self.interaction]
+        mods += [self.object_proj, self.relation_proj]
+        return mods + ([self.teacher_in] if self.teacher_in is not None else [])
+
+    def class_modules(self) -> list[nn.Module]:
+        mods: list[nn.Module | None] = [self.prompt, self.visual_adapter, self.text_adapter]
+        return [m for m in mods if m is not None]
+
+    def set_stage(self, stage: int) -> None:
+        """Freeze everything, then unfreeze what ``stage`` trains (the CLIP text tower never)."""
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage}")
+        self.stage = stage
+        for param in self.parameters():
+            param.requires_grad_(False)
+        for module in self.visual_modules() if stage == 1 else self.class_modules():
+            for param in module.parameters():
+                param.requires_grad_(True)
+        if self.prompt is not None and not self.prompt.context.trainable:
+            self.prompt.context.vectors.requires_grad_(False)  # the 'fixed' init stays frozen
+        self.train(self.training)
+
+    def stage_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> SageModel:
+        super().train(mode)
+        self.text_encoder.eval()
+        if self.stage == 2:
+            for module in self.visual_modules():
+                module.eval()
+        self._cache.clear()
+        return self
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
+        self._cache.clear()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # ----------------------------------------------------------------------- the two sides
+    def encode_pairs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """V_vr (B, 4H) and subject/object features (B, 2, H) of a batch."""
+        tokens = self.visual_in(batch["visual"].float())  # (B, T, 4, H)
+        teacher = None
+        if self.teacher_in is not None:
+            if batch.get("teacher") is None:
+                raise ValueError(
+                    f"model.semantic.fusion={self.cfg.semantic.fusion!r} needs a teacher artifact; "
+                    "use data.teacher with an existing teacher or model.semantic.fusion: none"
+                )
+            teacher = self.teacher_in(batch["teacher"].float())
+        tokens = self.semantic(tokens, teacher)
+        return self.spatio_temporal(tokens, batch["boxes"].float())
+
+    def classifier(self, classes: Tensor, v_vr: Tensor | None = None) -> Tensor:
+        """L2-normalised F'_L of ``classes``: (C, E), or (B, C, E) for image_cond in stage 2.
+
+        Class-aware (and fixed) classifiers depend on the vocabulary only: outside training and
+        autograd they are computed once per (stage, class list) and cached, so inference cost
+        does not grow with the number of pairs.
+        """
+        per_instance = self.stage == 2 and isinstance(self.prompt, ImageCondPrompt)
+        cacheable = not per_instance and not self.training and not torch.is_grad_enabled()
+        key = (self.stage, tuple(classes.tolist()))
+        if cacheable and key in self._cache:
+            return self._cache[key]
+        if self.stage == 1 or self.prompt is None:
+            text = self.knowledge[classes]
+        elif isinstance(self.prompt, ClassAwarePrompt):
+            text = self.prompt(self.text_encoder, classes)
+        else:
+            assert v_vr is not None, "image_cond needs the pair features"
+            text = self.prompt(self.text_encoder, classes, v_vr)
+        if self.stage == 2 and self.text_adapter is not None:
+            text = self.text_adapter(text)
+        text = F.normalize(text.float(), dim=-1)
+        if cacheable:
+            self._cache[key] = text
+        return text
+
+    def relation_features(self, v_vr: Tensor) -> Tensor:
+        """V_vr projected to the text embedding space (and adapted in stage 2), L2-normalised."""
+        rel = self.relation_proj(v_vr)
+        if self.stage == 2 and self.visual_adapter is not None:
+            rel = self.visual_adapter(rel)
+        return F.normalize(rel.float(), dim=-1)
+
+    def forward(
+        self, batch: dict[str, Tensor], predicate_classes: Tensor, object_classes: Tensor
+    ) -> ModelOutput:
+        v_vr, objects = self.encode_pairs(batch)
+        rel = self.relation_features(v_vr)  # (B, E)
+        classifier = self.classifier(predicate_classes, v_vr)
+        if classifier.dim() == 2:
+            rel_logits = rel @ classifier.t() / self.tau  # (B, C)
+        else:
+            rel_logits = torch.einsum("be,bce->bc", rel, classifier) / self.tau
+        obj = F.normalize(self.object_proj(objects).float(), dim=-1)  # (B, 2, E)
+        obj_logits = obj @ self.object_text[object_classes].t() / self.tau  # (B, 2, O)
+        return ModelOutput(
+            rel_logits=rel_logits,
+            int_logit=self.interaction(v_vr).float(),
+            subject_logits=obj_logits[:, 0],
+            object_logits=obj_logits[:, 1],
+            classifier=classifier,
+            knowledge=self.knowledge[predicate_classes],
+        )
+
+    def parameter_count(self) -> int:
+        """All parameters of the inference model (frozen CLIP text tower included)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def trainable_state(self) -> dict[str, Tensor]:
+        """State without the frozen CLIP text tower (rebuilt from the preset on load)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("text_encoder.")}
+
+    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
+        """Inverse of :meth:`trainable_state`; any other missing or unexpected key is an error."""
+        result = self.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith("text_encoder.")]
+        if missing or result.unexpected_keys:
+            raise ValueError(
+                f"state does not fit the model: missing {missing}, unexpected {result.unexpected_keys}"
+            )
+
+
+def build_model(
+    cfg: ModelConfig,
+    vocab: VocabularyLike,
+    feature_dim: int,
+    *,
+    teacher_dim: int | None = None,
+    frames: int | None = None,
+    clip: CLIP | None = None,
+) -> SageModel:
+    """The SAGE model for ``vocab`` on features of width ``feature_dim`` (D of the store).
+
+    ``frames`` is the store's T (default: the temporal window); ``clip`` lets callers share one
+    CLIP instance (default: built from ``cfg.preset`` / ``cfg.clip_checkpoint``).
+    """
+    clip = clip if clip is not None else build_clip(cfg.preset, cfg.clip_checkpoint)
+    blocks = cfg.spatio_temporal.blocks or DEFAULT_BLOCKS[vocab.dataset]
+    return SageModel(
+        cfg,
+        clip,
+        list(vocab.predicates),
+        list(vocab.objects),
+        feature_dim=feature_dim,
+        teacher_dim=teacher_dim,
+        frames=frames or cfg.spatio_temporal.window,
+        blocks=blocks,
+    )
