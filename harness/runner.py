@@ -1,0 +1,327 @@
+"""`harness run` as a library call: expand, skip what finished, lock, schedule, record, summarise.
+
+:func:`run_study` is what the CLI calls and what tests call; it never prints. Progress goes to an
+optional :class:`StudyEvents` sink (the CLI's live table). A failing trial is recorded with its
+error and the others go on; the returned :class:`StudyOutcome` lists the failures and gives the
+exit code (0 all done, 1 some failed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.expand import expand_study
+from harness.results import is_finished
+from harness.spec import StudySpec, TrialSpec, load_study
+from harness.trial import (
+    ExperimentFn,
+    RecordingContext,
+    TrialOutcome,
+    TrialRecorder,
+    execute_trial,
+    recording_context,
+)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything `harness run` takes besides the study (CLI flags, one to one)."""
+
+    run_dir: Path = Path("runs")
+    results_dir: Path = Path("results")
+    max_concurrent: int | None = None
+    address: str | None = None
+    force: bool = False
+    data_root: Path | None = None
+    clip_checkpoint: Path | None = None
+    teacher: str | None = None
+    seeds: tuple[int, ...] | None = None
+    smoke: bool = False
+    #: size of the local Ray started when no address is given (None = all cores / detected GPUs);
+    #: tests use num_gpus to declare fake GPUs.
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+
+    def env_overrides(self) -> dict[str, Any]:
+        """Where data and weights live on this machine, as dotted config overrides."""
+        overrides: dict[str, Any] = {}
+        if self.data_root is not None:
+            overrides["data.root"] = Path(self.data_root).resolve()
+        if self.clip_checkpoint is not None:
+            overrides["model.preset"] = "sage_vitb16"
+            overrides["model.clip_checkpoint"] = Path(self.clip_checkpoint).resolve()
+        if self.teacher is not None:
+            overrides["data.teacher"] = self.teacher
+        return overrides
+
+
+class StudyEvents(Protocol):
+    """What a progress view hears about (all calls come from the driver's main thread)."""
+
+    def planned(self, trials: Sequence[TrialSpec], skipped: Sequence[TrialSpec]) -> None: ...
+
+    def phase(self, text: str) -> None: ...
+
+    def started(self, trial_id: str) -> None: ...
+
+    def epoch(self, trial_id: str, stage: int, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def ended(self, outcome: TrialOutcome) -> None: ...
+
+
+@dataclass
+class StudyOutcome:
+    """The end of `harness run`: every trial's outcome, in expansion order."""
+
+    study: str
+    trials: list[TrialOutcome]
+    synthetic: bool
+    wall_s: float
+    run_dir: Path
+    results_dir: Path
+    tracking_uri: str | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+
+    def count(self, status: str) -> int:
+        return sum(t.status == status for t in self.trials)
+
+    @property
+    def failures(self) -> list[TrialOutcome]:
+        return [t for t in self.trials if t.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every trial finished (now or earlier), 1 when any failed."""
+        return 1 if self.failures else 0
+
+
+class StudyLocked(ValueError):
+    """Another live process is running the same study in the same run directory."""
+
+
+class StudyLock:
+    """``<run_dir>/<study>.lock`` holding the owner's PID; a lock whose process is gone is stale."""
+
+    def __init__(self, run_dir: Path, study: str) -> None:
+        self.path = Path(run_dir) / f"{study}.lock"
+        self.study = study
+        self.held = False
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._refuse_or_clear()
+                continue
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now(UTC).isoformat()}
+            with os.fdopen(fd, "w") as handle:
+                json.dump(info, handle)
+            self.held = True
+            return
+        raise StudyLocked(f"could not take the lock {self.path}")
+
+    def _refuse_or_clear(self) -> None:
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+        except (OSError, json.JSONDecodeError):
+            info = {}
+        pid, host = info.get("pid"), info.get("host")
+        if isinstance(pid, int) and (host != socket.gethostname() or _alive(pid)):
+            raise StudyLocked(
+                f"study {self.study} is already running: lock {self.path} is held by PID {pid} on {host} "
+                f"since {info.get('since', '?')}; wait for it, or delete the lock if that process is gone"
+            )
+        self.path.unlink(missing_ok=True)  # stale: its process is gone
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> StudyLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The study's trials in expansion order, split into those to run and those already done."""
+
+    trials: list[TrialSpec]
+    to_run: list[TrialSpec]
+    skipped: list[TrialSpec]
+
+
+def plan_study(spec: StudySpec, options: RunOptions) -> Plan:
+    """Expand the study and skip trials whose result file exists (unless ``force``)."""
+    trials = expand_study(
+        spec, env_overrides=options.env_overrides(), seeds=options.seeds, smoke=options.smoke
+    )
+    if options.force:
+        return Plan(trials, list(trials), [])
+    done = [t for t in trials if is_finished(options.results_dir, t.study, t.trial_id)]
+    done_ids = {t.trial_id for t in done}
+    return Plan(trials, [t for t in trials if t.trial_id not in done_ids], done)
+
+
+def _work(item: tuple[TrialSpec, str, ExperimentFn | None], emit: Any) -> None:
+    """Worker entry point (module level so Ray can pickle it by reference)."""
+    trial, run_dir, experiment_fn = item
+    execute_trial(trial, Path(run_dir), emit, experiment_fn)
+
+
+class _Listener:
+    """Driver side of the scheduled trials: recorders plus the progress sink."""
+
+    def __init__(
+        self, trials: Sequence[TrialSpec], ctx: RecordingContext, events: StudyEvents | None
+    ) -> None:
+        self.trials = list(trials)
+        self.recorders = [TrialRecorder(t, ctx) for t in trials]
+        self.events = events
+
+    def on_start(self, index: int) -> None:
+        self.recorders[index].start()
+        if self.events:
+            self.events.started(self.trials[index].trial_id)
+
+    def on_message(self, index: int, message: dict[str, Any]) -> None:
+        recorder = self.recorders[index]
+        recorder.handle(message)
+        if not self.events:
+            return
+        if message.get("kind") == "epoch":
+            self.events.epoch(recorder.trial.trial_id, message["stage"], message["epoch"], message["metrics"])
+        elif not recorder.open:
+            self.events.ended(recorder.outcome)
+
+    def on_end(self, index: int, error: str | None) -> None:
+        recorder = self.recorders[index]
+        if recorder.open:
+            recorder.fail(error or "the trial ended without reporting a result")
+            if self.events:
+                self.events.ended(recorder.outcome)
+
+
+def run_study(
+    study: StudySpec | str | Path,
+    options: RunOptions = RunOptions(),
+    *,
+    experiment_fn: ExperimentFn | None = None,
+    events: StudyEvents | None = None,
+) -> StudyOutcome:
+    """Run every unfinished trial of a study to completion on Ray; see the module docstring.
+
+    ``experiment_fn`` replaces :func:`sage_model.experiment.run_experiment` (tests, benchmarks);
+    it must be importable by module path so Ray workers can unpickle it.
+    """
+    start = time.perf_counter()
+    spec = study if isinstance(study, StudySpec) else load_study(study)
+    options = _absolute(options)
+    plan = plan_study(spec, options)
+    to_run, skipped = plan.to_run, plan.skipped
+    if events:
+        events.planned(to_run, skipped)
+    outcomes = {t.trial_id: TrialOutcome(t.trial_id, t.variant, t.seed, "skipped") for t in skipped}
+    outcome = StudyOutcome(
+        study=spec.name,
+        trials=[],
+        synthetic=any(t.config.data.root is None for t in to_run + skipped),
+        wall_s=0.0,
+        run_dir=options.run_dir,
+        results_dir=options.results_dir,
+    )
+    if to_run:
+        with StudyLock(options.run_dir, spec.name):
+            listener = _schedule(spec, to_run, options, experiment_fn, events, outcome)
+        outcomes.update({r.trial.trial_id: r.outcome for r in listener.recorders})
+    outcome.trials = [outcomes[t.trial_id] for t in plan.trials]
+    outcome.wall_s = time.perf_counter() - start
+    return outcome
+
+
+def _absolute(options: RunOptions) -> RunOptions:
+    """Workers may run elsewhere (another cwd, another node): every path they see is absolute."""
+    values = dict(options.__dict__)
+    values["run_dir"] = Path(options.run_dir).resolve()
+    values["results_dir"] = Path(options.results_dir).resolve()
+    return RunOptions(**values)
+
+
+def _schedule(
+    spec: StudySpec,
+    trials: list[TrialSpec],
+    options: RunOptions,
+    experiment_fn: ExperimentFn | None,
+    events: StudyEvents | None,
+    outcome: StudyOutcome,
+) -> _Listener:
+    """Tracking store first (driver, before trials), then Ray; every run is closed at the end."""
+    from harness import scheduling  # ray is imported only when there is something to run
+
+    if events:
+        events.phase("preparing the MLflow store")
+    ctx = recording_context(options.run_dir, options.results_dir, spec.name, spec.description)
+    ctx.tracker.mark_stale_runs_killed(ctx.experiment_id)
+    outcome.tracking_uri = ctx.tracker.uri
+    listener = _Listener(trials, ctx, events)
+    if events:
+        events.phase(
+            "starting Ray" if not (options.address or os.environ.get("RAY_ADDRESS")) else "joining Ray"
+        )
+    try:
+        with scheduling.ray_cluster(
+            options.address, num_cpus=options.num_cpus, num_gpus=options.num_gpus
+        ) as cluster:
+            resources = scheduling.trial_resources(spec.resources.cpus, spec.resources.gpus, cluster)
+            outcome.resources = resources
+            if events:
+                events.phase(f"running on {_describe(cluster, resources)}")
+            items = [(t, str(options.run_dir), experiment_fn) for t in trials]
+            scheduling.run_trials(
+                items,
+                [t.trial_id for t in trials],
+                _work,
+                listener,
+                resources=resources,
+                storage_dir=options.run_dir / "tune",
+                experiment=f"{spec.name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}",
+                max_concurrent=options.max_concurrent,
+            )
+    finally:
+        for recorder in listener.recorders:
+            if recorder.open:
+                recorder.kill("the study stopped before this trial finished")
+                if events:
+                    events.ended(recorder.outcome)
+    return listener
+
+
+def _describe(cluster: Any, resources: dict[str, float]) -> str:
+    where = "local Ray" if cluster.started_here else f"Ray at {cluster.address}"
+    gpus = f", {cluster.gpus:g} GPUs" if cluster.gpus else ""
+    per = ", ".join(f"{v:g} {k.upper()}" for k, v in resources.items())
+    return f"{where} ({cluster.cpus:g} CPUs{gpus}); {per} per trial"

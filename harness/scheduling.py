@@ -1,0 +1,242 @@
+"""Scheduling with Ray Tune: the only module that imports ray.
+
+The harness treats Ray as a pool of slots. Each trial becomes one Tune trial wrapped in
+``tune.with_resources``; a worker function runs in the trial's process and sends JSON messages
+back with ``tune.report``; a Tune callback in the driver hands them to a :class:`TrialListener`.
+Nothing here knows about MLflow, Parquet or SAGE.
+
+Cluster rules:
+- no address (and no ``RAY_ADDRESS``): start a private local Ray bound to 127.0.0.1, no
+  dashboard, usage stats off, a small object store; shut it down afterwards.
+- ``--address`` / ``RAY_ADDRESS``: join that cluster, disconnect afterwards.
+- Ray already initialised in this process (tests, notebooks): use it, leave it running.
+- Never ask for a resource the cluster lacks: Tune would wait forever without an error. GPUs are
+  requested only when the cluster has them; a request larger than the largest node fails early.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+# Set before ray is imported: these are read at import / init time.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no result.json/csv/tensorboard
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: Tune prints nothing
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+_PAYLOAD = "harness_message"
+#: Environment every trial process gets: its cwd stays put, telemetry stays off.
+WORKER_ENV = {
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}
+
+for _noisy in ("ray.tune", "ray.train", "ray.air"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What the harness may schedule on."""
+
+    address: str
+    started_here: bool
+    cpus: float
+    gpus: float
+    max_node_cpus: float
+    max_node_gpus: float
+
+
+def _cluster_info(started_here: bool) -> ClusterInfo:
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    node_cpus = [n["Resources"].get("CPU", 0.0) for n in nodes] or [0.0]
+    node_gpus = [n["Resources"].get("GPU", 0.0) for n in nodes] or [0.0]
+    total = ray.cluster_resources()
+    return ClusterInfo(
+        address=ray.get_runtime_context().gcs_address,
+        started_here=started_here,
+        cpus=total.get("CPU", 0.0),
+        gpus=total.get("GPU", 0.0),
+        max_node_cpus=max(node_cpus),
+        max_node_gpus=max(node_gpus),
+    )
+
+
+@contextmanager
+def ray_cluster(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    object_store_mb: int = 200,
+) -> Iterator[ClusterInfo]:
+    """Connect to (or start) Ray for the duration of the block.
+
+    ``num_gpus`` exists so tests can declare fake GPUs on a GPU-less machine; by default Ray
+    detects the GPUs it has.
+    """
+    if ray.is_initialized():
+        yield _cluster_info(started_here=False)
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(
+            address=address,
+            runtime_env={"env_vars": WORKER_ENV},
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+        )
+    else:
+        os.environ.update({k: v for k, v in WORKER_ENV.items() if k not in os.environ})
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            num_gpus=num_gpus,
+            include_dashboard=False,
+            object_store_memory=object_store_mb * 1024**2,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+            configure_logging=True,
+        )
+    try:
+        yield _cluster_info(started_here=not address)
+    finally:
+        ray.shutdown()
+
+
+def trial_resources(cpus: float, gpus: float, cluster: ClusterInfo) -> dict[str, float]:
+    """The Tune resource request for one trial on ``cluster``.
+
+    GPUs are dropped on a GPU-less cluster (the study's ``gpus`` is a wish, not a requirement);
+    a request no single node can satisfy is a user error, not an endless wait.
+    """
+    if cpus > cluster.max_node_cpus:
+        raise ValueError(
+            f"resources.cpus: {cpus} per trial exceeds the largest node ({cluster.max_node_cpus:g} CPUs)"
+        )
+    request = {"cpu": cpus}
+    if gpus > 0 and cluster.max_node_gpus > 0:
+        if gpus > cluster.max_node_gpus:
+            raise ValueError(
+                f"resources.gpus: {gpus} per trial exceeds the largest node ({cluster.max_node_gpus:g} GPUs)"
+            )
+        request["gpu"] = gpus
+    return request
+
+
+class TrialListener(Protocol):
+    """Driver-side events of the trials run by :func:`run_trials`, by index into the work list."""
+
+    def on_start(self, index: int) -> None: ...
+
+    def on_message(self, index: int, message: dict[str, Any]) -> None: ...
+
+    def on_end(self, index: int, error: str | None) -> None: ...
+
+
+#: Runs in the trial's process: ``worker_fn(item, emit)``; ``emit`` sends a JSON-able dict home.
+WorkerFn = Callable[[Any, Callable[[dict[str, Any]], None]], None]
+
+
+def _trainable(config: dict[str, Any], items: Sequence[Any], worker_fn: WorkerFn) -> None:
+    """The Tune function trainable: run one work item, forwarding its messages as reports."""
+
+    def emit(message: dict[str, Any]) -> None:
+        tune.report({_PAYLOAD: json.dumps(message)})
+
+    worker_fn(items[config["index"]], emit)
+
+
+class _Bridge(tune.Callback):
+    """Translates Tune callbacks into :class:`TrialListener` calls, shielding Tune from errors."""
+
+    def __init__(self, listener: TrialListener) -> None:
+        self.listener = listener
+
+    def _call(self, what: str, method: Callable[..., None], *args: Any) -> None:
+        try:
+            method(*args)
+        except Exception:  # a listener bug must not abort every other trial
+            log.exception("trial listener failed in %s", what)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._call("start", self.listener.on_start, trial.config["index"])
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if _PAYLOAD in result:
+            message = json.loads(result[_PAYLOAD])
+            self._call("message", self.listener.on_message, trial.config["index"], message)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._call("end", self.listener.on_end, trial.config["index"], None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = trial.get_error()
+        text = str(error).strip().splitlines()[-1] if error else "the trial process failed"
+        self._call("error", self.listener.on_end, trial.config["index"], text)
+
+
+def run_trials(
+    items: Sequence[Any],
+    names: Sequence[str],
+    worker_fn: WorkerFn,
+    listener: TrialListener,
+    *,
+    resources: dict[str, float],
+    storage_dir: Path,
+    experiment: str,
+    max_concurrent: int | None = None,
+) -> float:
+    """Run every item through ``worker_fn`` as Tune trials; returns the wall time of the fit.
+
+    Must be called inside :func:`ray_cluster`. Trials do not retry; one failing does not stop
+    the others. ``names`` become the trial folder names under ``storage_dir/experiment``.
+    """
+    if not items:
+        return 0.0
+    if max_concurrent is not None and max_concurrent < 1:
+        raise ValueError(f"--max-concurrent: must be >= 1, got {max_concurrent}")
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, items=list(items), worker_fn=worker_fn), resources
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"index": tune.grid_search(list(range(len(items))))},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=True,  # one process per slot: torch & co. are imported once, not per trial
+            trial_name_creator=lambda t: names[t.config["index"]],
+            trial_dirname_creator=lambda t: names[t.config["index"]],
+        ),
+        run_config=tune.RunConfig(
+            name=experiment,
+            storage_path=str(Path(storage_dir).resolve()),
+            verbose=0,
+            callbacks=[_Bridge(listener)],
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    start = time.perf_counter()
+    tuner.fit()
+    return time.perf_counter() - start
+
+
+def worker_gpu_ids() -> list[str]:
+    """GPU ids Ray assigned to the current trial process (empty on CPU)."""
+    return [str(g) for g in ray.get_gpu_ids()]
