@@ -1,0 +1,107 @@
+"""``harness report --paper-tables``: the paper's tables beside ours, in Markdown and HTML."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from harness.cli.app import UserError, app, user_errors
+
+_STUDY_RE = re.compile(r"^(table|fig)(\d+)_")
+_FIGURE_POSITION = {3: 4.5, 4: 11.5}  # where the paper discusses Fig. 3 (after Table 4) and Fig. 4
+
+
+def paper_order(name: str) -> tuple[float, str]:
+    """Sort key: the paper's order (Table 1, 2, 3, 4, Fig. 3, 5, ..., 11, Fig. 4), then by name."""
+    match = _STUDY_RE.match(name)
+    if match is None:
+        return (float("inf"), name)
+    number = int(match.group(2))
+    return (float(number) if match.group(1) == "table" else _FIGURE_POSITION.get(number, number + 0.5), name)
+
+
+def resolve_studies(names: list[str] | None, studies_dir: Path) -> list[Path]:
+    """Study files from names (``table8_layers``) or paths; none given = every study in the folder."""
+    if not names:
+        paths = sorted(studies_dir.glob("*.yaml"), key=lambda p: paper_order(p.stem))
+        if not paths:
+            raise UserError(f"{studies_dir}: no study files (*.yaml)")
+        return paths
+    resolved = []
+    for name in names:
+        path = Path(name)
+        if not path.suffix:
+            path = studies_dir / f"{name}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in studies_dir.glob("*.yaml")))
+            raise UserError(f"{name}: no such study (looked for {path}; known: {known})")
+        resolved.append(path)
+    return resolved
+
+
+@app.command("report")
+@user_errors
+def report(
+    studies: list[str] | None = typer.Argument(
+        None, help="Study names (table8_layers) or YAML paths; default: every study in --studies-dir."
+    ),
+    paper_tables: bool = typer.Option(
+        False, "--paper-tables", help="Paper vs ours, table by table (the only report so far)."
+    ),
+    formats: str = typer.Option("md,html", "--format", help="Comma-separated output formats: md, html."),
+    out: Path = typer.Option(Path("reports"), "--out", help="Folder the reports and plots are written to."),
+    results: Path = typer.Option(
+        Path("results"), "--results", help="Results folder written by `harness run`."
+    ),
+    runs: Path = typer.Option(
+        Path("runs"), "--runs", help="Run folder of `harness run` (Fig. 4 analysis files)."
+    ),
+    studies_dir: Path = typer.Option(
+        Path("studies"), "--studies-dir", help="Where study names are looked up."
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="Exit 1 when a headline cell misses its tolerance or lacks its seeds."
+    ),
+) -> None:
+    """Write the paper's tables beside ours (mean ± std over seeds, differences, rankings, plots)."""
+    if not paper_tables:
+        raise UserError("nothing to report: pass --paper-tables (e.g. `harness report --paper-tables`)")
+    from harness.provenance import git_state
+    from harness.report.paper import parse_formats, report_meta, write_paper_tables
+    from harness.results import read_results
+    from harness.spec import load_study
+
+    chosen = parse_formats(formats)
+    specs = [load_study(path) for path in resolve_studies(studies, studies_dir)]
+    if not results.is_dir():
+        typer.echo(f"warning: {results} does not exist: every trial will be listed as missing", err=True)
+    frame = read_results(results)
+    git = git_state()
+    meta = report_meta(_command_line(), results, git.sha[:12] + (" (dirty)" if git.dirty else ""))
+    outcome = write_paper_tables(specs, frame, out, formats=chosen, meta=meta, runs_dir=runs)
+    for table in outcome.tables:
+        prov = table.provenance
+        flag = " [SYNTHETIC]" if table.synthetic else ""
+        typer.echo(
+            f"{table.study}: {prov.trials_found}/{prov.trials_expected} trials{flag}, "
+            f"{len(table.check_failures())} headline failure(s)"
+        )
+    typer.echo(f"wrote {len(outcome.files)} file(s) under {out}/ (open {out}/paper_tables.html)")
+    if check and outcome.failures:
+        for failure in outcome.failures:
+            typer.echo(f"check: {failure}", err=True)
+        typer.echo(f"check failed: {len(outcome.failures)} headline cell(s)", err=True)
+        raise typer.Exit(code=1)
+
+
+def _command_line() -> str:
+    """The command as typed (for the report header), with the program name normalised."""
+    return (
+        shlex.join(["harness", *sys.argv[1:]])
+        if sys.argv and "harness" in Path(sys.argv[0]).name
+        else ("harness report --paper-tables")
+    )

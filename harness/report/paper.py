@@ -1,0 +1,151 @@
+"""``harness report --paper-tables``: studies + results -> Markdown, HTML and plots on disk.
+
+The only module of the report package that touches the file system. It builds the tables
+(``tables``), draws them (``plots``), renders them (``render_md``, ``render_html``) and writes:
+
+    <out>/paper_tables.md, <out>/paper_tables.html    every requested table in one document
+    <out>/<study>.md, <out>/<study>.html               one table each
+    <out>/plots/<study>-<kind>.png                     the figures the Markdown links to
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from harness.report import plots as plotting
+from harness.report.fmt import ReportMeta
+from harness.report.render_html import render_html
+from harness.report.render_md import render_markdown
+from harness.report.stability import stability_figure
+from harness.report.tables import PaperTable, build_paper_table
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("md", "html")
+INDEX_NAME = "paper_tables"
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """What was written, and the headline cells ``--check`` rejects."""
+
+    tables: tuple[PaperTable, ...]
+    files: tuple[Path, ...]
+    failures: tuple[str, ...]
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """``"md,html"`` -> ("md", "html"); an unknown format is a ValueError naming the valid ones."""
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in text.split(",") if f.strip()))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"--format: {', '.join(unknown) or 'nothing'} not in {', '.join(FORMATS)}")
+    return formats
+
+
+def build_tables(specs: Sequence[Any], results: pl.DataFrame) -> list[PaperTable]:
+    """One paper table per study spec, in the order given."""
+    return [build_paper_table(results, spec) for spec in specs]
+
+
+Figures = dict[str, list[tuple[str, str, bytes]]]
+"""study -> [(kind slug, caption, PNG bytes)]."""
+
+
+def render_figures(
+    tables: Sequence[PaperTable], specs: Sequence[Any], results: pl.DataFrame, runs_dir: Path
+) -> tuple[list[PaperTable], Figures]:
+    """Every table's figures (plus the Fig. 4 t-SNE where the study asks for it).
+
+    Returns the tables again because the t-SNE step adds notes (what it found or missed).
+    """
+    figures: Figures = {}
+    noted: list[PaperTable] = []
+    for table, spec in zip(tables, specs, strict=True):
+        items = [
+            (slug, _caption(table, slug), plotting.png_bytes(fig))
+            for slug, fig in plotting.table_figures(table)
+        ]
+        tsne, table = stability_figure(table, spec, results, runs_dir)
+        if tsne is not None:
+            items.append(("tsne", _caption(table, "tsne"), plotting.png_bytes(tsne)))
+        figures[table.study] = items
+        noted.append(table)
+    return noted, figures
+
+
+def _caption(table: PaperTable, slug: str) -> str:
+    what = {
+        "bars": "ours (bars: mean ± std over seeds) vs the paper (diamonds)",
+        "sweep": "our curve (mean ± std) beside the paper's",
+        "ratios": "ratios to the baseline variant, paper vs ours",
+        "tsne": "t-SNE of relation-classifier features under visual noise",
+    }[slug]
+    mark = " [SYNTHETIC DATA]" if table.synthetic else ""
+    return f"{table.paper or table.study}: {what}{mark}"
+
+
+def write_paper_tables(
+    specs: Sequence[Any],
+    results: pl.DataFrame,
+    out_dir: Path,
+    *,
+    formats: Sequence[str] = FORMATS,
+    meta: ReportMeta,
+    runs_dir: Path = Path("runs"),
+) -> ReportOutcome:
+    """Build, draw, render and write the paper tables of ``specs``; returns what was written."""
+    tables, figures = render_figures(build_tables(specs, results), specs, results, runs_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if "md" in formats:
+        written += _write_plots(out_dir, figures)
+    for name, subset in [(INDEX_NAME, tables), *((t.study, [t]) for t in tables)]:
+        if "md" in formats:
+            links = {
+                t.study: [(cap, f"plots/{t.study}-{slug}.png") for slug, cap, _ in figures[t.study]]
+                for t in subset
+            }
+            written.append(_write(out_dir / f"{name}.md", render_markdown(subset, meta, links)))
+        if "html" in formats:
+            images = {t.study: [(cap, png) for _, cap, png in figures[t.study]] for t in subset}
+            written.append(_write(out_dir / f"{name}.html", render_html(subset, meta, images)))
+    failures = tuple(f for t in tables for f in t.check_failures())
+    return ReportOutcome(tables=tuple(tables), files=tuple(written), failures=failures)
+
+
+def _write_plots(out_dir: Path, figures: Figures) -> list[Path]:
+    folder = out_dir / "plots"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for study, items in figures.items():
+        for slug, _, png in items:
+            path = folder / f"{study}-{slug}.png"
+            path.write_bytes(png)
+            paths.append(path)
+    return paths
+
+
+def _write(path: Path, text: str) -> Path:
+    """Write via a temporary file and rename, so a reader never sees half a report."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def report_meta(command: str, results_dir: Path, git_sha: str, now: datetime | None = None) -> ReportMeta:
+    """The provenance line of a report made now from ``results_dir``."""
+    files = sum(1 for p in Path(results_dir).glob("*/*.parquet") if not p.name.startswith("."))
+    stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    return ReportMeta(
+        command=command, results_dir=str(results_dir), result_files=files, generated_at=stamp, git_sha=git_sha
+    )
