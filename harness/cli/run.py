@@ -1,0 +1,122 @@
+"""``harness run STUDY``: every unfinished trial of a study, scheduled on Ray, tracked in MLflow.
+
+Exit codes: 0 every trial done, 1 some trials failed (listed with their errors), 2 user error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from harness.cli.app import UserError, app, user_errors
+
+SYNTHETIC_BANNER = (
+    "SYNTHETIC DATA: no --data-root given, so every trial runs on the embedded synthetic dataset "
+    "with the tiny random CLIP (sage_tiny). This proves the pipeline end to end; its numbers are "
+    "NOT comparable to the paper's. Pass --data-root (and --clip-checkpoint) for the real thing."
+)
+
+
+def parse_seeds(text: str | None) -> tuple[int, ...] | None:
+    """``"0,1"`` -> (0, 1); errors name the flag."""
+    if text is None:
+        return None
+    try:
+        seeds = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UserError(f"--seeds: expected comma-separated integers like 0,1, got {text!r}") from None
+    if not seeds:
+        raise UserError("--seeds: no seeds given")
+    return seeds
+
+
+def _check_paths(data_root: Path | None, clip_checkpoint: Path | None) -> None:
+    if data_root is not None and not data_root.is_dir():
+        raise FileNotFoundError(f"--data-root: {data_root} is not a directory")
+    if clip_checkpoint is not None and not clip_checkpoint.is_file():
+        raise FileNotFoundError(f"--clip-checkpoint: {clip_checkpoint} is not a file")
+
+
+@app.command("run")
+@user_errors
+def run(
+    study: Path = typer.Argument(..., help="Study file, e.g. studies/table8_layers.yaml."),
+    max_concurrent: int | None = typer.Option(
+        None,
+        "--max-concurrent",
+        min=1,
+        help="At most K trials at once (default: as many as resources allow).",
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Join this Ray cluster (else RAY_ADDRESS, else a private local Ray)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Rerun trials whose result file already exists."),
+    run_dir: Path = typer.Option(
+        Path("runs"), "--run-dir", help="MLflow store, trial scratch, Tune state, lock."
+    ),
+    results_dir: Path | None = typer.Option(
+        None,
+        "--results-dir",
+        help="Parquet results (default results/; with --smoke <run-dir>/smoke-results/).",
+    ),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Real dataset root (annotations + features); default: synthetic data."
+    ),
+    clip_checkpoint: Path | None = typer.Option(
+        None,
+        "--clip-checkpoint",
+        help="Local open_clip ViT-B/16 checkpoint (selects model.preset=sage_vitb16).",
+    ),
+    teacher: str | None = typer.Option(
+        None,
+        "--teacher",
+        help="Teacher artifact under <data-root>/teachers/ (variants may still choose their own).",
+    ),
+    seeds: str | None = typer.Option(None, "--seeds", help="Run only these of the study's seeds, e.g. 0,1."),
+    smoke: bool = typer.Option(
+        False, "--smoke", help="One seed, one epoch per stage, 4 videos: a quick check."
+    ),
+) -> None:
+    """Run a study: expand it into trials, skip finished ones, schedule the rest on Ray."""
+    from harness.progress import StudyProgress, fmt_duration
+    from harness.runner import RunOptions, run_study
+    from harness.spec import load_study
+
+    _check_paths(data_root, clip_checkpoint)
+    spec = load_study(study)
+    options = RunOptions(
+        run_dir=run_dir,
+        results_dir=results_dir or (run_dir / "smoke-results" if smoke else Path("results")),
+        max_concurrent=max_concurrent,
+        address=address,
+        force=force,
+        data_root=data_root,
+        clip_checkpoint=clip_checkpoint,
+        teacher=teacher,
+        seeds=parse_seeds(seeds),
+        smoke=smoke,
+    )
+    console = Console(stderr=True)
+    if data_root is None:
+        console.print(Panel(SYNTHETIC_BANNER, title="embedded default", style="bold yellow"))
+    progress = StudyProgress(spec.name, console)
+    try:
+        outcome = run_study(spec, options, events=progress)
+    finally:
+        progress.stop()
+    done, kept, failed = outcome.count("finished"), outcome.count("skipped"), outcome.failures
+    typer.echo(
+        f"{spec.name}: {done} finished, {kept} already done (skipped), {len(failed)} failed "
+        f"in {fmt_duration(outcome.wall_s)}" + (" [SYNTHETIC DATA]" if outcome.synthetic else "")
+    )
+    typer.echo(f"results: {outcome.results_dir / spec.name}/")
+    if outcome.tracking_uri:
+        typer.echo(f"mlflow:  {outcome.tracking_uri} (experiment {spec.name})")
+    if failed:
+        typer.echo(f"{len(failed)} trial(s) failed:", err=True)
+        for trial in failed:
+            typer.echo(f"  {trial.trial_id}: {trial.error}", err=True)
+        raise typer.Exit(code=1)
