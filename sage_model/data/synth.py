@@ -1,0 +1,658 @@
+"""The embedded synthetic VidVRD / VidOR datasets (for CPU smoke runs, tests and benchmarks).
+
+Its numbers are NOT comparable to the paper's: the videos, boxes and features are generated. What it
+keeps from the real datasets: the official annotation formats, the real vocabularies and base/novel
+splits, the 30/15 segment grid, GT fragments, OV-MMP-layout detected tracklets, and the feature and
+teacher store formats. The full generator spec is in ``docs/data.md``; in short:
+
+* Geometry: 2-4 objects per video moving smoothly (drift + sway + depth change); annotated length a
+  multiple of 15 (60-150 frames), ``frame_count`` up to 14 frames longer; tids may be fragmented.
+* Relations on the 15-frame grid (>= 30 frames), predicates drawn among those the geometry allows
+  (``left`` needs the subject left of the object, ``toward`` a shrinking distance, ...); 20 % novel.
+* Class semantics = centred, re-normalised tiny-CLIP text embeddings of the class names
+  (``E_obj``, ``E_pred``). Visual features are a fixed random orthogonal mixing ``Q`` of
+  ``E_obj[subject]``, ``E_obj[object]``, ``sum E_pred[active predicates] + class terms`` (union) and a
+  per-video scene vector (frame), each with strong Gaussian noise. A linear map learnt on base
+  predicates therefore transfers to novel ones only through ``E_pred`` (the text side).
+* Teachers live in the text space (no mixing), see the predicates more cleanly than the visual union
+  and independently of it: ``asmv2`` (90 % right, low noise) is more informative than ``blip2``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sage_model.data.annotations import (
+    RelationInstance,
+    VideoAnnotation,
+    load_annotation_folder,
+    write_annotation_folder,
+)
+from sage_model.data.dataset import SOURCES, SPLITS
+from sage_model.data.samples import PairSamples, plan_pair_samples
+from sage_model.data.segments import segment_count
+from sage_model.data.store import write_feature_store, write_teacher_store
+from sage_model.data.tracks import Track, contiguous_runs, load_ovmmp_tracks, write_ovmmp_tracks
+from sage_model.data.vocab import Vocabulary, load_vocabulary
+
+logger = logging.getLogger(__name__)
+
+GENERATOR = "sage-synthetic"
+GENERATOR_VERSION = 1
+NOVEL_PREDICATE_RATE = 0.2
+NOVEL_OBJECT_RATE = 0.2
+RELATION_RATE = 0.7
+SECOND_PREDICATE_RATE = 0.35
+
+# Visual feature noise (norm of the noise vector relative to one unit class direction).
+VIS_OBJECT_NOISE = 0.8
+VIS_UNION_NOISE = 1.3
+VIS_UNION_CLASS_WEIGHT = 0.5
+VIS_FRAME_NOISE = 0.6
+
+
+@dataclass(frozen=True)
+class TeacherNoise:
+    """How well a synthetic teacher sees: each fact right with ``accuracy``, plus text-space noise."""
+
+    accuracy: float
+    noise: float
+
+
+TEACHERS: dict[str, TeacherNoise] = {"asmv2": TeacherNoise(0.9, 0.45), "blip2": TeacherNoise(0.65, 0.9)}
+_DATASET_CODE = {"vidvrd": 1, "vidor": 2}
+_SPLIT_CODE = {"train": 1, "test": 2}
+_PURPOSE = {"videos": 1, "det": 2, "scene": 3, "visual": 4, "teacher": 5, "mix": 6}
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """What identifies a synthetic dataset; equal specs give byte-identical stores."""
+
+    dataset: str
+    videos: int
+    seed: int
+    feature_dim: int = 64
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "generator": GENERATOR,
+            "version": GENERATOR_VERSION,
+            "dataset": self.dataset,
+            "videos_per_split": self.videos,
+            "seed": self.seed,
+            "feature_dim": self.feature_dim,
+        }
+
+
+def synthetic_root_name(dataset: str, videos: int, seed: int, feature_dim: int = 64) -> str:
+    """A folder name that identifies a synthetic dataset, for caches holding several."""
+    return f"synthetic-{dataset}-v{videos}-s{seed}-d{feature_dim}-g{GENERATOR_VERSION}"
+
+
+def _rng(spec: SynthSpec, split: str, purpose: str, *extra: int) -> np.random.Generator:
+    return np.random.default_rng(
+        [spec.seed, _DATASET_CODE[spec.dataset], _SPLIT_CODE[split], _PURPOSE[purpose], *extra]
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Class semantics
+
+
+@dataclass(frozen=True)
+class Semantics:
+    """Unit class directions in text space and the visual mixing matrix."""
+
+    objects: np.ndarray  # (C, D) E_obj
+    predicates: np.ndarray  # (P, D) E_pred
+    mixing: np.ndarray  # (D, D) orthogonal Q, visual = semantic @ Q
+    fingerprint: str
+
+
+def class_semantics(vocab: Vocabulary, feature_dim: int, seed: int) -> Semantics:
+    """E_obj / E_pred from the tiny CLIP's class-name embeddings, centred over the vocabulary.
+
+    The raw tiny-CLIP embeddings of any two names have cosine 0.5-0.9; centring removes that
+    common component so the directions separate the classes. They are rounded to 1e-4 so the
+    dataset bytes do not depend on the BLAS thread count.
+    """
+    from sage_model.clip import TINY_EMBED_DIM, build_tiny_clip, class_embeddings, model_fingerprint
+
+    if feature_dim < TINY_EMBED_DIM:
+        raise ValueError(f"feature_dim: must be >= {TINY_EMBED_DIM} (the tiny CLIP width), got {feature_dim}")
+    model = build_tiny_clip()
+    lift = np.eye(TINY_EMBED_DIM, feature_dim)
+    if feature_dim > TINY_EMBED_DIM:  # a fixed isometric embedding into the wider space
+        lift = np.linalg.qr(np.random.default_rng([seed, 7]).standard_normal((feature_dim, TINY_EMBED_DIM)))[
+            0
+        ].T
+
+    def directions(names: Sequence[str]) -> np.ndarray:
+        raw = class_embeddings(model, list(names)).numpy().astype(np.float64)  # (C, 64)
+        centred = raw - raw.mean(axis=0, keepdims=True)
+        centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+        return np.round(centred, 4) @ lift  # (C, D)
+
+    rng = np.random.default_rng([seed, _DATASET_CODE[vocab.dataset], _PURPOSE["mix"]])
+    mixing = np.linalg.qr(rng.standard_normal((feature_dim, feature_dim)))[0]
+    return Semantics(
+        directions(vocab.objects), directions(vocab.predicates), mixing, model_fingerprint(model)
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Videos: geometry, fragments, relations
+
+
+def _smooth_path(rng: np.random.Generator, frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(n, 4) integer pixel boxes moving smoothly over ``frames`` (drift + sway + depth change)."""
+    t = frames.astype(np.float64)
+    t0 = t[0]
+    box_w = rng.uniform(0.12, 0.35) * width
+    box_h = np.clip(box_w * rng.uniform(0.6, 1.5), 0.1 * height, 0.7 * height)
+    scale = np.exp(rng.normal(0.0, 0.4) * (t - t0) / 150.0)  # (n,) depth change
+    velocity = rng.normal(0.0, 0.0025, size=2) * np.array([width, height])
+    sway_amp = rng.uniform(0.0, 0.05, size=2) * np.array([width, height])
+    sway_period = rng.uniform(60, 200, size=2)
+    phase = rng.uniform(0, 2 * np.pi, size=2)
+    centre0 = rng.uniform(0.2, 0.8, size=2) * np.array([width, height])
+    cx = centre0[0] + velocity[0] * (t - t0) + sway_amp[0] * np.sin(2 * np.pi * t / sway_period[0] + phase[0])
+    cy = centre0[1] + velocity[1] * (t - t0) + sway_amp[1] * np.sin(2 * np.pi * t / sway_period[1] + phase[1])
+    half_w, half_h = box_w * scale / 2, box_h * scale / 2
+    cx = np.clip(cx, half_w, width - 1 - half_w)
+    cy = np.clip(cy, half_h, height - 1 - half_h)
+    boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
+    boxes = np.clip(np.round(boxes), 0, [width - 1, height - 1, width - 1, height - 1])
+    return boxes.astype(np.float32)
+
+
+def _object_frames(rng: np.random.Generator, index: int, annotated_len: int) -> np.ndarray:
+    """Frames of one object on the 15-frame grid (>= 30 frames; sometimes split into 2 fragments)."""
+    units = annotated_len // 15
+    if index == 0:  # like the real test set: some track ends exactly at the annotated length
+        start_u, len_u = 0, units
+    else:
+        len_u = int(rng.integers(2, units + 1))
+        start_u = int(rng.integers(0, units - len_u + 1))
+    frames = np.arange(start_u * 15, (start_u + len_u) * 15)
+    if len_u >= 6 and rng.random() < 0.3:  # a gap of 15 or 30 frames, both fragments >= 30 frames
+        gap_u = int(rng.integers(1, 3))
+        gap_start = start_u + int(rng.integers(2, len_u - gap_u - 1))
+        frames = frames[(frames < gap_start * 15) | (frames >= (gap_start + gap_u) * 15)]
+    return frames
+
+
+def _layout(sub: Track, obj: Track, frames: np.ndarray, width: int) -> dict[str, float]:
+    """Relative geometry of subject vs object over ``frames`` (both present)."""
+    _, sb = sub.box_lookup(frames)
+    _, ob = obj.box_lookup(frames)
+    sc, oc = (sb[:, :2] + sb[:, 2:]) / 2, (ob[:, :2] + ob[:, 2:]) / 2  # (n, 2)
+    s_area = (sb[:, 2] - sb[:, 0] + 1) * (sb[:, 3] - sb[:, 1] + 1)
+    o_area = (ob[:, 2] - ob[:, 0] + 1) * (ob[:, 3] - ob[:, 1] + 1)
+    dist = np.linalg.norm(sc - oc, axis=1) / width
+    speed_s = np.linalg.norm(np.diff(sc, axis=0), axis=1).mean() if len(frames) > 1 else 0.0
+    speed_o = np.linalg.norm(np.diff(oc, axis=0), axis=1).mean() if len(frames) > 1 else 0.0
+    inside = (sc[:, 0] > ob[:, 0]) & (sc[:, 0] < ob[:, 2]) & (sc[:, 1] > ob[:, 1]) & (sc[:, 1] < ob[:, 3])
+    return {
+        "dx": float((sc[:, 0] - oc[:, 0]).mean() / width),
+        "dy": float((sc[:, 1] - oc[:, 1]).mean() / width),
+        "log_area": float(np.log(s_area / o_area).mean()),
+        "log_height": float(np.log((sb[:, 3] - sb[:, 1] + 1) / (ob[:, 3] - ob[:, 1] + 1)).mean()),
+        "approach": float(dist[-1] - dist[0]),
+        "distance": float(dist.mean()),
+        "speed_ratio": float((speed_s + 1e-3) / (speed_o + 1e-3)),
+        "inside": float(inside.mean()),
+    }
+
+
+SPATIAL_RULES: dict[str, Callable[[dict[str, float]], bool]] = {
+    "left": lambda g: g["dx"] < -0.04,
+    "right": lambda g: g["dx"] > 0.04,
+    "above": lambda g: g["dy"] < -0.04,
+    "beneath": lambda g: g["dy"] > 0.04,
+    "front": lambda g: g["log_area"] > 0.1,
+    "behind": lambda g: g["log_area"] < -0.1,
+    "toward": lambda g: g["approach"] < -0.02,
+    "towards": lambda g: g["approach"] < -0.02,
+    "away": lambda g: g["approach"] > 0.02,
+    "larger": lambda g: g["log_area"] > 0.3,
+    "taller": lambda g: g["log_height"] > 0.2,
+    "faster": lambda g: g["speed_ratio"] > 1.3,
+    "next": lambda g: g["distance"] < 0.35,
+    "inside": lambda g: g["inside"] > 0.8 and g["log_area"] < 0,
+}
+"""Predicate name token -> the geometry it needs (``sit_behind`` needs the subject smaller/farther)."""
+
+
+def _eligible(predicates: Sequence[str], layout: dict[str, float]) -> list[int]:
+    out = []
+    for index, name in enumerate(predicates):
+        tokens = name.split("_")
+        if all(SPATIAL_RULES[tok](layout) for tok in tokens if tok in SPATIAL_RULES):
+            out.append(index)
+    return out
+
+
+def _pick_predicates(rng: np.random.Generator, vocab: Vocabulary, eligible: list[int]) -> list[str]:
+    base_count = len(vocab.base_predicates)
+    pools = {
+        "base": [i for i in eligible if i < base_count],
+        "novel": [i for i in eligible if i >= base_count],
+    }
+    chosen: list[str] = []
+    for _ in range(1 + int(rng.random() < SECOND_PREDICATE_RATE)):
+        kind = "novel" if rng.random() < NOVEL_PREDICATE_RATE else "base"
+        pool = [
+            i for i in pools[kind] or pools["base"] or pools["novel"] if vocab.predicates[i] not in chosen
+        ]
+        if pool:
+            chosen.append(vocab.predicates[int(rng.choice(pool))])
+    return chosen
+
+
+def _relations(
+    rng: np.random.Generator, vocab: Vocabulary, tracks: dict[int, Track], width: int
+) -> list[RelationInstance]:
+    """Relation instances on the 15-frame grid for the ordered pairs that co-exist >= 30 frames."""
+    relations = []
+    for s_tid, sub in tracks.items():
+        for o_tid, obj in tracks.items():
+            if s_tid == o_tid:
+                continue
+            common = np.intersect1d(sub.frames, obj.frames, assume_unique=True)
+            for lo, hi in contiguous_runs(common):
+                run_u = (hi - lo) // 15
+                if run_u < 2 or rng.random() >= RELATION_RATE:
+                    continue
+                len_u = int(rng.integers(2, run_u + 1))
+                begin = int(common[lo]) + 15 * int(rng.integers(0, run_u - len_u + 1))
+                frames = np.arange(begin, begin + 15 * len_u)
+                layout = _layout(sub, obj, frames, width)
+                for predicate in _pick_predicates(rng, vocab, _eligible(vocab.predicates, layout)):
+                    relations.append(RelationInstance(s_tid, o_tid, predicate, begin, begin + 15 * len_u))
+    return relations
+
+
+def _video_id(dataset: str, split: str, index: int) -> tuple[str, str | None]:
+    if dataset == "vidvrd":
+        return f"SYNTH_vidvrd_{split}_{index:05d}", None
+    return f"9{_SPLIT_CODE[split]}{index:08d}", f"{9000 + index // 50:04d}"
+
+
+def generate_video(rng: np.random.Generator, vocab: Vocabulary, split: str, index: int) -> VideoAnnotation:
+    """One synthetic video annotation (official-format content)."""
+    annotated_len = 15 * int(rng.integers(6, 15))
+    frame_count = annotated_len + (int(rng.integers(1, 15)) if rng.random() < 0.8 else 0)
+    width, height = [(640, 360), (1280, 720), (640, 480)][int(rng.integers(0, 3))]
+    n_objects = int(rng.integers(2, 6))
+    tid_values = (
+        sorted(rng.choice(n_objects + 2, n_objects, replace=False).tolist())
+        if rng.random() < 0.2
+        else list(range(n_objects))
+    )
+    objects: dict[int, str] = {}
+    fragments: list[Track] = []
+    merged: dict[int, Track] = {}
+    for index_obj, tid in enumerate(tid_values):
+        novel = rng.random() < NOVEL_OBJECT_RATE
+        pool = vocab.novel_objects if novel else vocab.base_objects
+        category = pool[int(rng.integers(0, len(pool)))]
+        frames = _object_frames(rng, index_obj, annotated_len)
+        full = np.arange(frames[0], frames[-1] + 1)
+        boxes = _smooth_path(rng, full, width, height)[np.isin(full, frames)]
+        objects[tid] = category
+        merged[tid] = Track(tid, category, frames, boxes)
+        fragments.extend(Track(tid, category, frames[a:b], boxes[a:b]) for a, b in contiguous_runs(frames))
+    video_id, group = _video_id(vocab.dataset, split, index)
+    return VideoAnnotation(
+        video_id=video_id,
+        frame_count=frame_count,
+        fps=30.0 if vocab.dataset == "vidvrd" else 29.97,
+        width=width,
+        height=height,
+        annotated_len=annotated_len,
+        objects=objects,
+        fragments=tuple(fragments),
+        relations=tuple(_relations(rng, vocab, merged, width)),
+        version="VERSION 1.0" if vocab.dataset == "vidor" else None,
+        group=group,
+        video_hash=f"{int(rng.integers(0, 2**40)):010x}" if vocab.dataset == "vidor" else None,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Detected tracklets
+
+
+def detect_video(rng: np.random.Generator, video: VideoAnnotation, vocab: Vocabulary) -> list[Track]:
+    """Detector-like tracklets: jittered GT fragments (some missed, some split) + false positives.
+
+    ``meta['origin_tid']`` keeps the GT tid a tracklet was made from (-1 for a false positive) and
+    ``meta['true_class']`` the class of what it really covers; the generator uses them to make the
+    features, never to make labels (labels go through vIoU matching like for real detections).
+    """
+    out: list[Track] = []
+    for frag in video.fragments:
+        if rng.random() < 0.1:
+            continue  # missed
+        pieces = [frag]
+        if len(frag) >= 60 and rng.random() < 0.15:  # identity switch: split in two
+            cut = int(rng.integers(20, len(frag) - 20))
+            pieces = [_slice(frag, 0, cut), _slice(frag, cut, len(frag))]
+        for piece in pieces:
+            out.append(_jittered(rng, piece, video, vocab))
+    for _ in range(int(rng.poisson(0.7))):
+        out.append(_false_positive(rng, video, vocab))
+    out.sort(key=lambda t: (t.begin, t.end))
+    return [Track(i, t.category, t.frames, t.boxes, t.score, t.meta) for i, t in enumerate(out)]
+
+
+def _slice(track: Track, a: int, b: int) -> Track:
+    return Track(track.tid, track.category, track.frames[a:b], track.boxes[a:b])
+
+
+def _jittered(rng: np.random.Generator, piece: Track, video: VideoAnnotation, vocab: Vocabulary) -> Track:
+    trim_a, trim_b = int(rng.integers(0, 4)), int(rng.integers(0, 4))
+    frames, boxes = piece.frames[trim_a : len(piece) - trim_b], piece.boxes[trim_a : len(piece) - trim_b]
+    size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1) + 1.0  # (n, 4)
+    noise = rng.normal(0.0, 0.04, size=boxes.shape)
+    kernel = np.ones(5) / 5
+    noise = np.stack([np.convolve(noise[:, c], kernel, mode="same") for c in range(4)], axis=1)
+    bias = rng.normal(0.0, 0.03, size=4)
+    jittered = boxes + size * (noise + bias)
+    jittered = _valid_boxes(jittered, video.width, video.height)
+    category = (
+        piece.category if rng.random() < 0.85 else vocab.objects[int(rng.integers(0, len(vocab.objects)))]
+    )
+    meta = {"origin_tid": piece.tid, "true_class": vocab.object_index(str(piece.category))}
+    return Track(-1, category, frames, jittered, float(np.round(rng.uniform(0.55, 0.98), 4)), meta)
+
+
+def _false_positive(rng: np.random.Generator, video: VideoAnnotation, vocab: Vocabulary) -> Track:
+    length = min(int(rng.integers(30, 76)), video.annotated_len)
+    start = int(rng.integers(0, video.annotated_len - length + 1))
+    frames = np.arange(start, start + length)
+    boxes = _valid_boxes(_smooth_path(rng, frames, video.width, video.height), video.width, video.height)
+    true_class = int(rng.integers(0, len(vocab.objects)))
+    category = vocab.objects[int(rng.integers(0, len(vocab.objects)))]
+    meta = {"origin_tid": -1, "true_class": true_class}
+    return Track(-1, category, frames, boxes, float(np.round(rng.uniform(0.05, 0.5), 4)), meta)
+
+
+def _valid_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    boxes = np.clip(boxes, 0, [width - 1, height - 1, width - 1, height - 1])
+    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2])
+    return np.round(boxes, 2).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Features
+
+
+@dataclass(frozen=True)
+class RowSemantics:
+    """What each row's keyframes really show (used to synthesise its features)."""
+
+    subject_class: np.ndarray  # (N,) true class index
+    object_class: np.ndarray  # (N,)
+    active: np.ndarray  # (N, T, P) uint8 predicates holding at each keyframe
+    scene: np.ndarray  # (N, D) per-video scene direction
+
+
+def row_semantics(
+    samples: PairSamples,
+    videos: dict[str, VideoAnnotation],
+    origins: dict[tuple[str, int], tuple[int, int]] | None,
+    vocab: Vocabulary,
+    scenes: dict[str, np.ndarray],
+) -> RowSemantics:
+    """True classes and active predicates per row; ``origins`` maps (video, det tid) -> (GT tid, class)."""
+    n, t = samples.keyframes.shape
+    sub_cls, obj_cls = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    active = np.zeros((n, t, len(vocab.predicates)), np.uint8)
+    rel_index = {vid: _relations_index(v, vocab) for vid, v in videos.items()}
+    for row in range(n):
+        vid = str(samples.video_id[row])
+        (s_origin, sub_cls[row]), (o_origin, obj_cls[row]) = (
+            _origin(videos[vid], vid, int(tid), origins, vocab)
+            for tid in (samples.subject_tid[row], samples.object_tid[row])
+        )
+        keyframes = samples.keyframes[row]  # (T,)
+        for begin, end, pred in rel_index[vid].get((s_origin, o_origin), ()):
+            active[row, :, pred] |= ((keyframes >= begin) & (keyframes < end)).astype(np.uint8)
+    scene = np.stack([scenes[str(v)] for v in samples.video_id]) if n else np.zeros((0, 0))
+    return RowSemantics(sub_cls, obj_cls, active, scene)
+
+
+def _origin(
+    video: VideoAnnotation,
+    vid: str,
+    tid: int,
+    origins: dict[tuple[str, int], tuple[int, int]] | None,
+    vocab: Vocabulary,
+) -> tuple[int, int]:
+    """(GT tid, true class) of what a track covers: itself for GT tracks, its origin for detections."""
+    if origins is None:
+        return tid, vocab.object_index(video.objects[tid])
+    return origins[(vid, tid)]
+
+
+def _relations_index(
+    video: VideoAnnotation, vocab: Vocabulary
+) -> dict[tuple[int, int], list[tuple[int, int, int]]]:
+    out: dict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)
+    for rel in video.relations:
+        out[(rel.subject_tid, rel.object_tid)].append(
+            (rel.begin_fid, rel.end_fid, vocab.predicate_index(rel.predicate))
+        )
+    return out
+
+
+def _noise(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:
+    """Gaussian noise whose vectors (last axis) have expected norm ``scale``."""
+    return rng.standard_normal(shape) * (scale / np.sqrt(shape[-1]))
+
+
+def visual_features(rng: np.random.Generator, sem: Semantics, rows: RowSemantics) -> np.ndarray:
+    """(N, T, 4, D) float16: subject, object, union, frame features in the mixed visual space."""
+    n, t, _ = rows.active.shape
+    d = sem.mixing.shape[0]
+    subject = np.broadcast_to(sem.objects[rows.subject_class][:, None], (n, t, d))
+    obj = np.broadcast_to(sem.objects[rows.object_class][:, None], (n, t, d))
+    union = rows.active.astype(np.float64) @ sem.predicates + VIS_UNION_CLASS_WEIGHT * (subject + obj)
+    frame = np.broadcast_to(rows.scene[:, None], (n, t, d))
+    semantic = np.stack(
+        [
+            subject + _noise(rng, (n, t, d), VIS_OBJECT_NOISE),
+            obj + _noise(rng, (n, t, d), VIS_OBJECT_NOISE),
+            union + _noise(rng, (n, t, d), VIS_UNION_NOISE),
+            frame + _noise(rng, (n, t, d), VIS_FRAME_NOISE),
+        ],
+        axis=2,
+    )  # (N, T, 4, D)
+    return (semantic @ sem.mixing).astype(np.float16)
+
+
+def teacher_features(
+    rng: np.random.Generator, sem: Semantics, rows: RowSemantics, teacher: TeacherNoise
+) -> np.ndarray:
+    """(N, T, 4, D) float16 text-space descriptions of the four perspectives by a noisy teacher."""
+    n, t, p = rows.active.shape
+    d = sem.predicates.shape[1]
+    c = len(sem.objects)
+
+    def seen_class(true: np.ndarray) -> np.ndarray:
+        wrong = rng.random((n, t)) >= teacher.accuracy
+        return np.where(wrong, rng.integers(0, c, size=(n, t)), true[:, None])  # (N, T)
+
+    described = rows.active.astype(bool) & (rng.random((n, t, p)) < teacher.accuracy)  # right facts
+    hallucinated = rows.active.any(axis=2, keepdims=True) & (
+        rng.random((n, t, p)) < (1 - teacher.accuracy) / p
+    )
+    union = (described | hallucinated).astype(np.float64) @ sem.predicates  # (N, T, D)
+    text = np.stack(
+        [
+            sem.objects[seen_class(rows.subject_class)] + _noise(rng, (n, t, d), teacher.noise),
+            sem.objects[seen_class(rows.object_class)] + _noise(rng, (n, t, d), teacher.noise),
+            union + _noise(rng, (n, t, d), teacher.noise),
+            np.broadcast_to(rows.scene[:, None], (n, t, d)) + _noise(rng, (n, t, d), teacher.noise),
+        ],
+        axis=2,
+    )
+    return text.astype(np.float16)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The dataset root
+
+
+def ensure_synthetic(
+    dataset: str, out_dir: Path | str, videos: int, seed: int, feature_dim: int = 64
+) -> Path:
+    """The synthetic dataset root at ``out_dir``: reused when its ``dataset.json`` has the same settings,
+    generated otherwise (into a temporary sibling folder, then renamed, so concurrent callers are safe).
+
+    ``videos`` is the number of videos per split (train and test).
+    """
+    load_vocabulary(dataset)
+    if videos < 2:
+        raise ValueError(f"data.synthetic_videos: need at least 2 videos per split, got {videos}")
+    spec = SynthSpec(dataset, videos, seed, feature_dim)
+    out_dir = Path(out_dir)
+    if _matches(out_dir, spec):
+        return out_dir
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(
+            f"{out_dir}: exists and is not the synthetic dataset {spec.settings()}; choose another --out "
+            f"(e.g. {out_dir.parent / synthetic_root_name(dataset, videos, seed, feature_dim)}) or delete it"
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        generate_synthetic(spec, tmp)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above) unless another process finished first
+        os.rename(tmp, out_dir)
+    except OSError:
+        if not _matches(out_dir, spec):
+            raise
+        logger.info("another process generated %s first; using it", out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _matches(root: Path, spec: SynthSpec) -> bool:
+    info_path = root / "dataset.json"
+    if not info_path.is_file():
+        return False
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return False
+    return bool(info.get("synthetic")) and info.get("generator") == spec.settings()
+
+
+def generate_synthetic(spec: SynthSpec, root: Path | str) -> dict[str, Any]:
+    """Write a whole synthetic dataset root (annotations, tracklets, stores, teachers, dataset.json)."""
+    started = time.perf_counter()
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=False)
+    vocab = load_vocabulary(spec.dataset)
+    sem = class_semantics(vocab, spec.feature_dim, spec.seed)
+    info: dict[str, Any] = {
+        "dataset": spec.dataset,
+        "synthetic": True,
+        "note": "Generated data (docs/data.md); its numbers are not comparable to the paper's.",
+        "generator": spec.settings(),
+        "feature_model": {
+            "name": "synthetic-mixing",
+            "class_semantics": "sage_tiny",
+            "fingerprint": sem.fingerprint,
+        },
+        "tracklet_frame_offset": 0,
+        "sources": list(SOURCES),
+        "teachers": sorted(TEACHERS),
+        "splits": {},
+        "content_hashes": {},
+    }
+    for split in SPLITS:
+        info["splits"][split] = _generate_split(spec, root, split, vocab, sem, info["content_hashes"])
+    info["generation_seconds"] = round(time.perf_counter() - started, 2)
+    (root / "dataset.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return info
+
+
+def _generate_split(
+    spec: SynthSpec, root: Path, split: str, vocab: Vocabulary, sem: Semantics, hashes: dict[str, str]
+) -> dict[str, int]:
+    rng = _rng(spec, split, "videos")
+    write_annotation_folder(
+        root / "annotations",
+        spec.dataset,
+        split,
+        [generate_video(rng, vocab, split, i) for i in range(spec.videos)],
+    )
+    videos = {v.video_id: v for v in load_annotation_folder(root / "annotations", spec.dataset, split)}
+    det_rng = _rng(spec, split, "det")
+    detections = {vid: detect_video(det_rng, v, vocab) for vid, v in videos.items()}
+    (root / "tracklets").mkdir(exist_ok=True)
+    write_ovmmp_tracks(detections, root / "tracklets" / f"{split}.json")
+    loaded_det = load_ovmmp_tracks(root / "tracklets" / f"{split}.json")
+    origins = {
+        (vid, t.tid): (t.meta["origin_tid"], t.meta["true_class"])
+        for vid, ts in detections.items()
+        for t in ts
+    }
+    scene_rng = _rng(spec, split, "scene")
+    scenes = {vid: _unit(scene_rng.standard_normal(spec.feature_dim)) for vid in videos}
+    counts = {
+        "videos": len(videos),
+        "trajectories": sum(len(v.fragments) for v in videos.values()),
+        "relation_instances": sum(len(v.relations) for v in videos.values()),
+        "segments": sum(segment_count(0, v.frame_count) for v in videos.values()),
+        "detected_tracklets": sum(len(ts) for ts in detections.values()),
+    }
+    for source_index, source in enumerate(SOURCES):
+        parts = [
+            plan_pair_samples(v, vocab, None if source == "gt" else loaded_det[vid])
+            for vid, v in videos.items()
+        ]
+        samples = PairSamples.concat(parts, len(vocab.predicates))
+        rows = row_semantics(samples, videos, None if source == "gt" else origins, vocab, scenes)
+        visual = visual_features(_rng(spec, split, "visual", source_index), sem, rows)
+        store_dir = root / "features" / split / source
+        store = write_feature_store(
+            store_dir, samples, visual, dataset=spec.dataset, split=split, source=source,
+            feature_model={"name": "synthetic-mixing", "fingerprint": sem.fingerprint},
+            synthetic=True, settings=spec.settings(),
+        )  # fmt: skip
+        hashes[f"features/{split}/{source}"] = store.content_hash
+        counts[f"{source}_rows"] = len(store)
+        for t_index, (name, noise) in enumerate(sorted(TEACHERS.items())):
+            text = teacher_features(_rng(spec, split, "teacher", source_index, t_index), sem, rows, noise)
+            teacher = write_teacher_store(
+                root / "teachers" / name / split / source, text, name=name, store=store,
+                teacher_model={"name": f"synthetic-{name}", "accuracy": noise.accuracy, "noise": noise.noise},
+                synthetic=True, settings=spec.settings(),
+            )  # fmt: skip
+            hashes[f"teachers/{name}/{split}/{source}"] = teacher.content_hash
+    return counts
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
