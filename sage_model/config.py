@@ -114,6 +114,11 @@ class ModelConfig(Spec):
         None, description="Local open_clip checkpoint for sage_vitb16 (never downloaded)."
     )
     hidden_dim: int | None = Field(None, ge=8, description="Visual token width; None = CLIP embed dim.")
+    class_template: str = Field(
+        "{}",
+        description="Sentence of the frozen CLIP class embeddings W_clip (predicates, TKE input, L_kg target) and "
+        "W_obj (objects); '{}' = the class name alone, as the synthetic data's class semantics.",
+    )
     semantic: SemanticConfig = SemanticConfig()
     spatio_temporal: SpatioTemporalConfig = SpatioTemporalConfig()
     prompt: PromptConfig = PromptConfig()
@@ -158,6 +163,9 @@ class DataConfig(Spec):
         None, description="Evaluation dataset when it differs from training (Table 11: VidOR -> VidVRD)."
     )
     root: Path | None = Field(None, description="Dataset root with annotations + feature store; None = synthetic.")
+    test_root: Path | None = Field(
+        None, description="Dataset root of test_dataset when it differs from dataset and root is real (Table 11)."
+    )
     teacher: str = Field("asmv2", description="Teacher artifact name under <root>/teachers/ ('none' = no teacher).")
     synthetic_videos: int = Field(24, ge=4, description="Videos per split of the embedded synthetic dataset.")
     synthetic_seed: int = Field(0, ge=0, description="Seed of the embedded synthetic dataset.")
