@@ -48,7 +48,7 @@ class ClassifierFeatures:
 
     features: np.ndarray  # (N, E) float32, L2-normalised F'_L
     class_index: np.ndarray  # (N,) int64, index into class_names
-    noise: np.ndarray  # (N,) float32, noise level of the row
+    noise: np.ndarray  # (N,) float64, noise level of the row (exact, so levels compare equal)
     instance: np.ndarray  # (N,) int64, pair index within the batch
     class_names: tuple[str, ...]
 
@@ -130,7 +130,7 @@ def _flatten(rows: list[tuple[np.ndarray, float]], names: list[str]) -> Classifi
         feats.append(clf.reshape(b * c, -1))
         cls.append(np.tile(np.arange(c), b))
         inst.append(np.repeat(np.arange(b), c))
-        noise.append(np.full(b * c, level, dtype=np.float32))
+        noise.append(np.full(b * c, level, dtype=np.float64))
     return ClassifierFeatures(
         features=np.concatenate(feats).astype(np.float32),
         class_index=np.concatenate(cls).astype(np.int64),

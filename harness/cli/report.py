@@ -55,10 +55,10 @@ def report(
     formats: str = typer.Option("md,html", "--format", help="Comma-separated output formats: md, html."),
     out: Path = typer.Option(Path("reports"), "--out", help="Folder the reports and plots are written to."),
     results: Path = typer.Option(
-        Path("results"), "--results", help="Results folder written by `harness run`."
+        Path("results"), "--results-dir", help="Parquet results of `harness run` (its --results-dir)."
     ),
     runs: Path = typer.Option(
-        Path("runs"), "--runs", help="Run folder of `harness run` (Fig. 4 analysis files)."
+        Path("runs"), "--run-dir", help="Run folder of `harness run` (its --run-dir): Fig. 4 analysis files."
     ),
     studies_dir: Path = typer.Option(
         Path("studies"), "--studies-dir", help="Where study names are looked up."
