@@ -142,7 +142,8 @@ def sweep_lines(table: PaperTable) -> Figure:
         ax.set_xlabel(key.rsplit(".", 1)[-1])
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("mAP (%)")
-    axes[0][0].legend(fontsize=8, loc="best")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, frameon=False)
     fig.suptitle(f"{table.paper or table.study}: sweep of {key}", fontsize=11)
     return _finish(fig, table)
 
