@@ -72,6 +72,10 @@ class PairSamples:
             return cls.empty(num_predicates)
         return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
 
+    def take(self, index: np.ndarray) -> PairSamples:
+        """The rows at ``index`` (a permutation or a subset), as a new object."""
+        return PairSamples(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
     @classmethod
     def empty(cls, num_predicates: int) -> PairSamples:
         return _build_columns([], num_predicates)
@@ -95,7 +99,10 @@ def plan_pair_samples(
     min_pair_frames: int = MIN_PAIR_FRAMES,
     label_min_overlap: int = LABEL_MIN_OVERLAP,
 ) -> PairSamples:
-    """The pair samples of one video, from its GT tracks (``tracks=None``) or from detected tracks."""
+    """The pair samples of one video, from its GT tracks (``tracks=None``) or from detected tracks.
+
+    Rows are ordered by (segment_start, subject_tid, object_tid).
+    """
     if tracks is None:
         tracks = list(video.tid_tracks().values())
         gt_tids = [t.tid for t in tracks]
@@ -103,21 +110,17 @@ def plan_pair_samples(
         gt_tids = match_tracks(tracks, video.fragments, MATCH_VIOU)
     relations = _relations_by_pair(video, vocab)
     windows = segment_windows(0, video.frame_count)
-    rows: list[_Row] = []
+    blocks = []
     for i, sub in enumerate(tracks):
         for j, obj in enumerate(tracks):
-            if i != j:
-                rows.extend(_pair_rows(video.video_id, i, j, sub, obj, windows, min_pair_frames))
-    rows.sort(key=lambda r: (r.start, r.subject, r.object))
-    samples = _build_columns(rows, len(vocab.predicates))
-    for n, row in enumerate(rows):
-        sub, obj = tracks[row.subject], tracks[row.object]
-        _fill_row(samples, n, row, sub, obj, video, vocab)
-        samples.gt_subject_tid[n], samples.gt_object_tid[n] = gt_tids[row.subject], gt_tids[row.object]
-        for begin, end, pred in relations.get((gt_tids[row.subject], gt_tids[row.object]), ()):
-            if min(end, row.span[1]) - max(begin, row.span[0]) >= label_min_overlap:
-                samples.labels[n, pred] = 1
-    return samples
+            rows = _pair_rows(video.video_id, i, j, sub, obj, windows, min_pair_frames) if i != j else []
+            if rows:
+                pair_relations = relations.get((gt_tids[i], gt_tids[j]), [])
+                block = _pair_block(rows, sub, obj, video, vocab, pair_relations, label_min_overlap)
+                block.gt_subject_tid[:], block.gt_object_tid[:] = gt_tids[i], gt_tids[j]
+                blocks.append(block)
+    samples = PairSamples.concat(blocks, len(vocab.predicates))
+    return samples.take(np.lexsort((samples.object_tid, samples.subject_tid, samples.segment_start)))
 
 
 def _relations_by_pair(
@@ -134,6 +137,7 @@ def _relations_by_pair(
 def _pair_rows(
     video_id: str, i: int, j: int, sub: Track, obj: Track, windows: list[tuple[int, int]], min_frames: int
 ) -> list[_Row]:
+    """One row per window in which the pair has >= ``min_frames`` common frames."""
     common = np.intersect1d(sub.frames, obj.frames, assume_unique=True)
     if len(common) < min_frames:
         return []
@@ -179,21 +183,38 @@ def _build_columns(rows: list[_Row], num_predicates: int) -> PairSamples:
     )
 
 
-def _fill_row(
-    samples: PairSamples, n: int, row: _Row, sub: Track, obj: Track, video: VideoAnnotation, vocab: Vocabulary
-) -> None:
+def _pair_block(
+    rows: list[_Row],
+    sub: Track,
+    obj: Track,
+    video: VideoAnnotation,
+    vocab: Vocabulary,
+    relations: list[tuple[int, int, int]],
+    label_min_overlap: int,
+) -> PairSamples:
+    """The rows of one ordered track pair, filled in with array operations."""
+    block = _build_columns(rows, len(vocab.predicates))
+    k = len(rows)
     scale = np.array([video.width, video.height, video.width, video.height], dtype=np.float32)
-    keyframes = np.asarray(row.keyframes)
-    span = np.arange(row.span[0], row.span[1])
-    for k, track in enumerate((sub, obj)):
-        present, boxes = track.box_lookup(keyframes)
-        assert present.all()
-        samples.boxes[n, :, k] = boxes / scale
-        samples.seg_traj[n, k, span - row.start] = _interpolated(track, span)
-    samples.subject_tid[n], samples.object_tid[n] = sub.tid, obj.tid
-    samples.subject_score[n], samples.object_score[n] = sub.score, obj.score
-    samples.subject_class[n] = _class_index(vocab, sub.category)
-    samples.object_class[n] = _class_index(vocab, obj.category)
+    spans, starts = block.seg_span, block.segment_start  # (k, 2), (k,)
+    first, last = int(spans[:, 0].min()), int(spans[:, 1].max())
+    for index, track in enumerate((sub, obj)):
+        present, boxes = track.box_lookup(block.keyframes.reshape(-1))
+        assert present.all(), "keyframes are common frames of the pair"
+        block.boxes[:, :, index] = boxes.reshape(k, NUM_KEYFRAMES, 4) / scale
+        dense = _interpolated(track, np.arange(first, last))  # (last - first, 4)
+        for r in range(k):
+            block.seg_traj[r, index, spans[r, 0] - starts[r] : spans[r, 1] - starts[r]] = dense[
+                spans[r, 0] - first : spans[r, 1] - first
+            ]
+    block.subject_tid[:], block.object_tid[:] = sub.tid, obj.tid
+    block.subject_score[:], block.object_score[:] = sub.score, obj.score
+    block.subject_class[:] = _class_index(vocab, sub.category)
+    block.object_class[:] = _class_index(vocab, obj.category)
+    for begin, end, pred in relations:
+        overlap = np.minimum(end, spans[:, 1]) - np.maximum(begin, spans[:, 0])  # (k,)
+        block.labels[overlap >= label_min_overlap, pred] = 1
+    return block
 
 
 def _interpolated(track: Track, frames: np.ndarray) -> np.ndarray:

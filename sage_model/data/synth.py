@@ -29,6 +29,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -126,31 +127,34 @@ def class_semantics(vocab: Vocabulary, feature_dim: int, seed: int) -> Semantics
     """E_obj / E_pred from the tiny CLIP's class-name embeddings, centred over the vocabulary.
 
     The raw tiny-CLIP embeddings of any two names have cosine 0.5-0.9; centring removes that
-    common component so the directions separate the classes. They are rounded to 1e-4 so the
-    dataset bytes do not depend on the BLAS thread count.
+    common component so the directions separate the classes.
     """
-    from sage_model.clip import TINY_EMBED_DIM, build_tiny_clip, class_embeddings, model_fingerprint
-
-    if feature_dim < TINY_EMBED_DIM:
-        raise ValueError(f"feature_dim: must be >= {TINY_EMBED_DIM} (the tiny CLIP width), got {feature_dim}")
-    model = build_tiny_clip()
-    lift = np.eye(TINY_EMBED_DIM, feature_dim)
-    if feature_dim > TINY_EMBED_DIM:  # a fixed isometric embedding into the wider space
-        lift = np.linalg.qr(np.random.default_rng([seed, 7]).standard_normal((feature_dim, TINY_EMBED_DIM)))[
-            0
-        ].T
-
-    def directions(names: Sequence[str]) -> np.ndarray:
-        raw = class_embeddings(model, list(names)).numpy().astype(np.float64)  # (C, 64)
-        centred = raw - raw.mean(axis=0, keepdims=True)
-        centred /= np.linalg.norm(centred, axis=1, keepdims=True)
-        return np.round(centred, 4) @ lift  # (C, D)
-
+    objects, fingerprint = _tiny_directions(vocab.objects)
+    predicates, _ = _tiny_directions(vocab.predicates)
+    width = objects.shape[1]
+    if feature_dim < width:
+        raise ValueError(f"feature_dim: must be >= {width} (the tiny CLIP width), got {feature_dim}")
+    lift = np.eye(width, feature_dim)
+    if feature_dim > width:  # a fixed isometric embedding into the wider space
+        lift = np.linalg.qr(np.random.default_rng([seed, 7]).standard_normal((feature_dim, width)))[0].T
     rng = np.random.default_rng([seed, _DATASET_CODE[vocab.dataset], _PURPOSE["mix"]])
     mixing = np.linalg.qr(rng.standard_normal((feature_dim, feature_dim)))[0]
-    return Semantics(
-        directions(vocab.objects), directions(vocab.predicates), mixing, model_fingerprint(model)
-    )
+    return Semantics(objects @ lift, predicates @ lift, mixing, fingerprint)
+
+
+@cache
+def _tiny_directions(names: tuple[str, ...]) -> tuple[np.ndarray, str]:
+    """(C, 64) centred unit tiny-CLIP class directions (rounded to 1e-4 so the dataset bytes do not
+    depend on the BLAS thread count) and the tiny CLIP's fingerprint; cached per process."""
+    from sage_model.clip import build_tiny_clip, class_embeddings, model_fingerprint
+
+    model = build_tiny_clip()
+    raw = class_embeddings(model, list(names)).numpy().astype(np.float64)  # (C, 64)
+    centred = raw - raw.mean(axis=0, keepdims=True)
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+    directions = np.round(centred, 4)
+    directions.flags.writeable = False
+    return directions, model_fingerprint(model)
 
 
 # ----------------------------------------------------------------------------------------------------

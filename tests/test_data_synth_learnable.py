@@ -1,0 +1,140 @@
+"""Guards the synthetic datasets' design: a working model can learn them, a broken one cannot.
+
+Linear probes (ridge least squares, numpy) on the default-size datasets:
+* union features -> base predicates, trained on train, scored on test: well above chance;
+* the same features mapped into text space and scored against the novel predicates' class
+  directions (zero-shot through W_pred): above chance, so novel predicates are reachable via text;
+* trained on shuffled labels: at chance;
+* adding the teacher's union-perspective features helps, ASMv2 more than BLIP-2.
+Metric: mean over predicates (with a test positive) of the per-predicate average precision over
+test rows; chance = the mean positive rate of those predicates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sage_model.config import DataConfig
+from sage_model.data import DatasetRoot, ensure_synthetic, match_tracks
+from sage_model.data.synth import class_semantics
+
+UNION = 2  # region index of the union box
+
+
+@pytest.fixture(scope="module", params=["vidvrd", "vidor"])
+def root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> DatasetRoot:
+    cfg = DataConfig()
+    out = tmp_path_factory.mktemp("learnable") / request.param
+    return DatasetRoot.open(ensure_synthetic(request.param, out, cfg.synthetic_videos, cfg.synthetic_seed))
+
+
+def mean_ap(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(mean per-column AP over columns with a positive, mean positive rate of those columns)."""
+    aps, rates = [], []
+    for c in np.flatnonzero(labels.sum(0) > 0):
+        ranked = labels[np.argsort(-scores[:, c], kind="stable"), c]
+        precision = np.cumsum(ranked) / np.arange(1, len(ranked) + 1)
+        aps.append(float((precision * ranked).sum() / ranked.sum()))
+        rates.append(float(labels[:, c].mean()))
+    return float(np.mean(aps)), float(np.mean(rates))
+
+
+def ridge(x: np.ndarray, y: np.ndarray, lam: float = 1.0) -> np.ndarray:
+    x1 = np.hstack([x, np.ones((len(x), 1))])
+    return np.linalg.solve(x1.T @ x1 + lam * np.eye(x1.shape[1]), x1.T @ y)
+
+
+def predict(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return np.hstack([x, np.ones((len(x), 1))]) @ w
+
+
+def features(root: DatasetRoot, split: str, teacher: str | None) -> tuple[np.ndarray, np.ndarray]:
+    store = root.feature_store(split, "gt")
+    x = np.asarray(store.visual[:, :, UNION], np.float64).reshape(len(store), -1)  # (N, T * D)
+    if teacher is not None:
+        text = root.teacher_store(teacher, split, "gt").text
+        x = np.hstack([x, np.asarray(text[:, :, UNION], np.float64).reshape(len(store), -1)])
+    return x, np.asarray(store.labels, np.float64)
+
+
+def probes(root: DatasetRoot, teacher: str | None) -> dict[str, tuple[float, float]]:
+    vocab = root.vocabulary
+    base = len(vocab.base_predicates)
+    directions = class_semantics(vocab, root.feature_store("train", "gt").feature_dim, 0).predicates  # (P, D)
+    x_train, y_train = features(root, "train", teacher)
+    x_test, y_test = features(root, "test", teacher)
+    shuffled = y_train[np.random.default_rng(0).permutation(len(y_train))]
+    to_text = ridge(x_train, y_train[:, :base] @ directions[:base])  # visual -> text space, base only
+    return {
+        "base": mean_ap(predict(x_test, ridge(x_train, y_train[:, :base])), y_test[:, :base]),
+        "novel_zero_shot": mean_ap(predict(x_test, to_text) @ directions[base:].T, y_test[:, base:]),
+        "shuffled": mean_ap(predict(x_test, ridge(x_train, shuffled[:, :base])), y_test[:, :base]),
+    }
+
+
+def test_default_size_gives_about_a_thousand_training_pairs(root: DatasetRoot) -> None:
+    train = root.feature_store("train", "gt")
+    assert 800 <= len(train) <= 3000
+    base = len(root.vocabulary.base_predicates)
+    for split in ("train", "test"):  # the files hold novel predicates too (the trainer drops them)
+        labels = root.feature_store(split, "gt").labels
+        assert labels[:, :base].any() and labels[:, base:].any()
+
+
+def test_relations_are_learnable_and_novel_ones_only_through_text(root: DatasetRoot) -> None:
+    result = probes(root, teacher=None)
+    base_ap, base_chance = result["base"]
+    novel_ap, novel_chance = result["novel_zero_shot"]
+    shuffled_ap, _ = result["shuffled"]
+    assert base_ap > 10 * base_chance and base_ap > 0.2
+    assert novel_ap > 5 * novel_chance
+    assert shuffled_ap < 3 * base_chance
+
+
+def test_teacher_features_add_what_the_visual_features_lack(root: DatasetRoot) -> None:
+    plain = probes(root, teacher=None)["base"][0]
+    blip2 = probes(root, teacher="blip2")["base"][0]
+    asmv2 = probes(root, teacher="asmv2")["base"][0]
+    assert plain + 0.02 < blip2 < asmv2 - 0.05
+
+
+def test_spatial_predicates_show_in_the_boxes(root: DatasetRoot) -> None:
+    store = root.feature_store("train", "gt")
+    predicates = root.vocabulary.predicates
+    centre = store.boxes[:, 1]  # (N, 2, 4) at the centre keyframe
+    dx = (centre[:, 0, 0] + centre[:, 0, 2]) / 2 - (centre[:, 1, 0] + centre[:, 1, 2]) / 2
+    for word, sign in (("left", -1), ("right", 1)):
+        columns = [i for i, p in enumerate(predicates) if word in p.split("_")]
+        rows = store.labels[:, columns].any(1) if columns else np.zeros(len(store), bool)
+        if root.dataset == "vidvrd":
+            assert rows.sum() >= 5
+            assert (np.sign(dx[rows]) == sign).mean() >= 0.8, word
+
+
+def test_detected_tracklets_cover_most_objects_and_add_false_positives(root: DatasetRoot) -> None:
+    tracklets = root.tracklets("test")
+    matched_fragments, fragments, unmatched = 0, 0, 0
+    for video in root.annotations("test"):
+        detections = tracklets[video.video_id]
+        matches = match_tracks(detections, video.fragments)
+        unmatched += matches.count(-1)
+        for fragment in video.fragments:
+            fragments += 1
+            matched_fragments += bool(match_tracks([fragment], detections))
+    assert matched_fragments / fragments > 0.7 and unmatched > 0
+    det = root.feature_store("test", "det")
+    assert det.labels.any() and (det.rows.gt_subject_tid == -1).any()
+
+
+def test_probe_fails_on_a_broken_dataset(tmp_path: Path, root: DatasetRoot) -> None:
+    """The probe itself can fail: features that carry no label information score at chance."""
+    x_train, y_train = features(root, "train", None)
+    x_test, y_test = features(root, "test", None)
+    rng = np.random.default_rng(1)
+    base = len(root.vocabulary.base_predicates)
+    w = ridge(rng.standard_normal(x_train.shape), y_train[:, :base])
+    ap, chance = mean_ap(predict(rng.standard_normal(x_test.shape), w), y_test[:, :base])
+    assert ap < 3 * chance
