@@ -22,11 +22,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from harness.report.tables import Column, PaperTable, VariantRow  # noqa: E402
+from harness.report.tables import Cell, Column, PaperTable, VariantRow  # noqa: E402
 
 SYNTHETIC_NOTE = "SYNTHETIC DATA (embedded default): not comparable to the paper"
 PAPER_MARKER = {"marker": "D", "color": "black", "markersize": 5, "linestyle": "none", "zorder": 5}
-_PALETTE = plt.get_cmap("tab10").colors
+_PALETTE = (  # matplotlib's tab10, spelled out so a user's rcParams cannot change the report
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,8 @@ def grouped_bars(table: PaperTable) -> Figure:
         for i, row in enumerate(rows):
             cells = {c.column: c for c in row.cells}
             pos = x - 0.4 + bar_w * (i + 0.5)
-            means = [cells[c.name].ours.mean if cells[c.name].ours else np.nan for c in cols]
-            stds = [(cells[c.name].ours.std or 0.0) if cells[c.name].ours else 0.0 for c in cols]
+            means = [_mean(cells[c.name]) for c in cols]
+            stds = [_std(cells[c.name]) for c in cols]
             ax.bar(pos, means, bar_w * 0.92, yerr=stds, capsize=3, color=_PALETTE[i % 10], label=row.variant)
             paper = [cells[c.name].paper if cells[c.name].paper is not None else np.nan for c in cols]
             ax.plot(pos, paper, **PAPER_MARKER, label="paper" if i == 0 else None)
@@ -116,6 +118,14 @@ def grouped_bars(table: PaperTable) -> Figure:
     return _finish(fig, table)
 
 
+def _mean(cell: Cell) -> float:
+    return cell.ours.mean if cell.ours is not None else float("nan")
+
+
+def _std(cell: Cell) -> float:
+    return (cell.ours.std or 0.0) if cell.ours is not None else 0.0
+
+
 def _short(name: str, panel: str) -> str:
     """Column label without the panel's own prefix (``novel_sgdet_map`` in the Novel panel -> ``sgdet_map``)."""
     return name.removeprefix(f"{panel}_") or name
@@ -130,8 +140,8 @@ def sweep_lines(table: PaperTable) -> Figure:
     fig, axes = plt.subplots(1, len(cols), figsize=(3.3 * len(cols) + 0.6, 3.4), squeeze=False)
     for ax, col in zip(axes[0], cols, strict=True):
         cells = [next(c for c in row.cells if c.column == col.name) for row in rows]
-        ours = np.array([c.ours.mean if c.ours else np.nan for c in cells])
-        err = np.array([(c.ours.std or 0.0) if c.ours else 0.0 for c in cells])
+        ours = np.array([_mean(c) for c in cells])
+        err = np.array([_std(c) for c in cells])
         paper = np.array([c.paper if c.paper is not None else np.nan for c in cells])
         ax.errorbar(xs, ours, yerr=err, marker="o", capsize=3, color=_PALETTE[0], label="ours (mean ± std)")
         ax.plot(xs, paper, marker="D", linestyle="--", color="black", label="paper")

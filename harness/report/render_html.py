@@ -16,6 +16,8 @@ from harness.report import fmt
 from harness.report.tables import Cell, PaperTable
 
 PlotImages = Mapping[str, Sequence[tuple[str, bytes]]]
+Row = list[str | tuple[str, str]]
+"""One table row: escaped HTML cells, or (escaped HTML, extra CSS class)."""
 """study -> [(caption, PNG bytes)]."""
 
 _CSS = """
@@ -68,7 +70,7 @@ def render_html(tables: Sequence[PaperTable], meta: fmt.ReportMeta, plots: PlotI
 
 def _index(tables: Sequence[PaperTable]) -> str:
     header = ["table", "study", "data", "trials", "ranking vs paper", "check"]
-    rows = [
+    rows: list[Row] = [
         [
             f'<a href="#{t.study}">{escape(t.paper or t.study)}</a>',
             f"<code>{escape(t.study)}</code>",
@@ -129,7 +131,7 @@ def _overview(table: PaperTable) -> str:
         if caption:
             parts.append(f"<p><i>{escape(caption)}</i></p>")
         header = ["variant", *(["dataset"] if multi else []), *(fmt.grid_label(c, caption) for c in group)]
-        rows = []
+        rows: list[Row] = []
         for row in table.rows:
             cells = {c.column: c for c in row.cells}
             first = [escape(row.variant), *([escape(row.dataset)] if multi else [])]
@@ -163,7 +165,7 @@ def _cells(table: PaperTable) -> str:
         f"within ±{table.tolerance:g}",
     ]
     multi = len(table.datasets) > 1
-    rows = [
+    rows: list[Row] = [
         [
             escape(row.variant + (f" ({row.dataset})" if multi else "")),
             escape(fmt.column_label(cell.column, cell.headline)),
@@ -188,7 +190,7 @@ def _cited(table: PaperTable) -> str:
     if not table.cited:
         return ""
     header = ["method", *(c.name for c in table.columns)]
-    rows = [[escape(r.method), *(fmt.num(v) for v in r.values)] for r in table.cited]
+    rows: list[Row] = [[escape(r.method), *(fmt.num(v) for v in r.values)] for r in table.cited]
     title = "<h3>Cited rows <small>(the paper's numbers for methods we do not run)</small></h3>"
     return title + html_table(header, rows, ["l"] + ["r"] * len(table.columns))
 
@@ -197,7 +199,7 @@ def _ratios(table: PaperTable) -> str:
     if not table.ratios:
         return ""
     header = ["column", "ratio", "paper", "ours"]
-    rows = [
+    rows: list[Row] = [
         [escape(r.column), escape(f"{r.variant} / {r.baseline}"), _times(r.paper), _times(r.ours)]
         for r in table.ratios
     ]
@@ -212,7 +214,7 @@ def _rankings(table: PaperTable) -> str:
     if not table.rankings:
         return ""
     header = ["column", "paper best", "our best", "same best", "Spearman ρ", "Kendall τ", "variants compared"]
-    rows = [
+    rows: list[Row] = [
         [
             escape(r.column),
             escape(r.paper_best or fmt.MISSING),

@@ -336,11 +336,11 @@ def missing_trials(kept: pl.DataFrame, spec: Any, columns: Sequence[Column]) -> 
     for dataset in spec.datasets:
         for variant in _variant_names(spec):
             for seed in spec.seeds:
-                cells = present.get((variant, dataset, seed))
-                if cells is None:
+                found = present.get((variant, dataset, seed))
+                if found is None:
                     missing.append(MissingTrial(variant, dataset, seed, "no result"))
                     continue
-                absent = [c.name for c in columns if (c.task, c.split, c.metric) not in cells]
+                absent = [c.name for c in columns if (c.task, c.split, c.metric) not in found]
                 if absent:
                     missing.append(MissingTrial(variant, dataset, seed, "no value for " + ", ".join(absent)))
     return tuple(missing)
