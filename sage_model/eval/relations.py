@@ -98,7 +98,8 @@ class TrajectoryBank:
 
     def get(self, k: int) -> np.ndarray:
         """(L, 4) boxes of trajectory k."""
-        self.ensure(np.asarray([k], np.int64))
+        if self.first[k] < 0:
+            self.ensure(np.asarray([k], np.int64))
         start = int(self.first[k])
         return self.cols[:, start : start + int(self.lengths[k])].T
 
@@ -168,28 +169,31 @@ class RelationSet:
         return f"{self.source}: video {self.videos[v]!r} entry {row - int(self.bounds[v])}"
 
     def to_official(self) -> dict[str, list[dict[str, Any]]]:
-        """The relations as official JSON-ready dicts (every trajectory parsed)."""
-        self.bank.ensure(np.arange(len(self.bank)))
+        """The relations as official JSON-ready dicts (every trajectory parsed; integral boxes as ints)."""
+        bank = self.bank
+        bank.ensure(np.arange(len(bank)))
+        integral = np.all(bank.cols == np.round(bank.cols), axis=0)  # (F,) frame box is integral
+        as_int = bank.cols.astype(np.int64)
+
+        def boxes(k: int) -> list[list[Any]]:
+            s = int(bank.first[k])
+            e = s + int(bank.lengths[k])
+            return (as_int if integral[s:e].all() else bank.cols)[:, s:e].T.tolist()
+
         out: dict[str, list[dict[str, Any]]] = {}
         for v, vid in enumerate(self.videos):
-            rows = range(int(self.bounds[v]), int(self.bounds[v + 1]))
-            out[vid] = [self._entry(i) for i in rows]
+            entries = out[vid] = []
+            for i in range(int(self.bounds[v]), int(self.bounds[v + 1])):
+                entry: dict[str, Any] = {"triplet": list(self.vocab[int(self.triplet[i])])}
+                if self.kind == "predictions":
+                    entry["score"] = float(self.score[i])
+                for name, column in self.extras.items():
+                    entry[name] = int(column[i])
+                entry["duration"] = [int(self.begin[i]), int(self.end[i])]
+                entry["sub_traj"] = boxes(2 * i)
+                entry["obj_traj"] = boxes(2 * i + 1)
+                entries.append(entry)
         return out
-
-    def _entry(self, i: int) -> dict[str, Any]:
-        entry: dict[str, Any] = {"triplet": list(self.vocab[int(self.triplet[i])])}
-        if self.kind == "predictions":
-            entry["score"] = float(self.score[i])
-        for name, column in self.extras.items():
-            entry[name] = int(column[i])
-        entry["duration"] = [int(self.begin[i]), int(self.end[i])]
-        entry["sub_traj"] = [_plain_box(b) for b in self.bank.get(2 * i).tolist()]
-        entry["obj_traj"] = [_plain_box(b) for b in self.bank.get(2 * i + 1).tolist()]
-        return entry
-
-
-def _plain_box(box: list[float]) -> list[int | float]:
-    return [int(c) if c.is_integer() else c for c in box]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -461,13 +465,12 @@ def _load_boxes(
 
 
 def _list_boxes(value: Any) -> np.ndarray | None:
-    """(L, 4) float64 from a list of boxes, or None when it is not a list of finite 4-number boxes."""
+    """(L, 4) float64 from a list of boxes, or None unless it is a list of finite 4-number boxes."""
     try:
-        arr = np.asarray(value, np.float64)
-    except (TypeError, ValueError):
+        arr = np.asarray(value)
+    except (TypeError, ValueError):  # ragged
         return None
-    if arr.ndim != 2 or arr.shape[1] != 4 or not np.isfinite(arr).all():
-        return None
-    if any(type(c) is bool for box in value for c in box):
-        return None
-    return arr
+    if arr.dtype.kind not in "iuf" or arr.ndim != 2 or arr.shape[1] != 4:
+        return None  # strings, None, nested junk
+    arr = arr.astype(np.float64)
+    return arr if np.isfinite(arr).all() else None
