@@ -39,6 +39,7 @@ class StabilityPoints:
     xy: np.ndarray  # (N, 2)
     class_index: np.ndarray  # (N,) predicate index of each point
     noise: np.ndarray  # (N,) noise level of each point
+    class_names: tuple[str, ...] = ()
 
 
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
@@ -192,6 +193,19 @@ def stability_scatter(points: Sequence[StabilityPoints], title: str, synthetic: 
         ax.set_title(pts.variant, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
+    names = points[0].class_names if points else ()
+    if names:  # every panel uses the same predicates in the same order
+        handles = [
+            plt.Line2D([], [], marker="o", linestyle="none", color=_PALETTE[i % 10], label=n)
+            for i, n in enumerate(names)
+        ]
+        fig.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=min(5, len(names)),
+            frameon=False,
+        )
     fig.suptitle(
         f"{title}: classifier features under visual noise (t-SNE; colour = predicate, size = noise)",
         fontsize=10,

@@ -57,7 +57,7 @@ def stability_figure(
             f"{variant}: mean cosine of the classifier to its noise-free self, per noise level: {cosines}"
         )
         xy = tsne_2d(feats.features, seed=0)
-        points.append(StabilityPoints(variant, xy, feats.class_index, feats.noise))
+        points.append(StabilityPoints(variant, xy, feats.class_index, feats.noise, feats.class_names))
     table = dataclasses.replace(table, notes=table.notes + tuple(notes))
     if not points:
         return None, table
