@@ -36,7 +36,9 @@ def test_html_report_renders_in_headless_chromium(tmp_path, project_root):
     write_efficiency_results(tmp_path / "results")
     frame = read_results(tmp_path / "results")
     out = tmp_path / "reports"
-    write_paper_tables([sweep, efficiency], frame, out, formats=("html",), meta=META, runs_dir=tmp_path / "runs")
+    write_paper_tables(
+        [sweep, efficiency], frame, out, formats=("html",), meta=META, runs_dir=tmp_path / "runs"
+    )
     artifacts = project_root / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     shot = artifacts / "report_paper_tables.png"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cli.report import paper_order, resolve_studies
 from harness.expand import expand_study
+from harness.report.paper import paper_order, resolve_studies
 from harness.spec import StudySpec, load_study
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"

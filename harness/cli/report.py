@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -10,37 +9,6 @@ from pathlib import Path
 import typer
 
 from harness.cli.app import UserError, app, user_errors
-
-_STUDY_RE = re.compile(r"^(table|fig)(\d+)_")
-_FIGURE_POSITION = {3: 4.5, 4: 11.5}  # where the paper discusses Fig. 3 (after Table 4) and Fig. 4
-
-
-def paper_order(name: str) -> tuple[float, str]:
-    """Sort key: the paper's order (Table 1, 2, 3, 4, Fig. 3, 5, ..., 11, Fig. 4), then by name."""
-    match = _STUDY_RE.match(name)
-    if match is None:
-        return (float("inf"), name)
-    number = int(match.group(2))
-    return (float(number) if match.group(1) == "table" else _FIGURE_POSITION.get(number, number + 0.5), name)
-
-
-def resolve_studies(names: list[str] | None, studies_dir: Path) -> list[Path]:
-    """Study files from names (``table8_layers``) or paths; none given = every study in the folder."""
-    if not names:
-        paths = sorted(studies_dir.glob("*.yaml"), key=lambda p: paper_order(p.stem))
-        if not paths:
-            raise UserError(f"{studies_dir}: no study files (*.yaml)")
-        return paths
-    resolved = []
-    for name in names:
-        path = Path(name)
-        if not path.suffix:
-            path = studies_dir / f"{name}.yaml"
-        if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in studies_dir.glob("*.yaml")))
-            raise UserError(f"{name}: no such study (looked for {path}; known: {known})")
-        resolved.append(path)
-    return resolved
 
 
 @app.command("report")
@@ -71,7 +39,7 @@ def report(
     if not paper_tables:
         raise UserError("nothing to report: pass --paper-tables (e.g. `harness report --paper-tables`)")
     from harness.provenance import git_state
-    from harness.report.paper import parse_formats, report_meta, write_paper_tables
+    from harness.report.paper import parse_formats, report_meta, resolve_studies, write_paper_tables
     from harness.results import read_results
     from harness.spec import load_study
 

@@ -11,6 +11,7 @@ The only module of the report package that touches the file system. It builds th
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,37 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("md", "html")
 INDEX_NAME = "paper_tables"
+
+_STUDY_RE = re.compile(r"^(table|fig)(\d+)_")
+_FIGURE_POSITION = {3: 4.5, 4: 11.5}  # where the paper discusses Fig. 3 (after Table 4) and Fig. 4
+
+
+def paper_order(name: str) -> tuple[float, str]:
+    """Sort key: the paper's order (Table 1, 2, 3, 4, Fig. 3, 5, ..., 11, Fig. 4), then by name."""
+    match = _STUDY_RE.match(name)
+    if match is None:
+        return (float("inf"), name)
+    number = int(match.group(2))
+    return (float(number) if match.group(1) == "table" else _FIGURE_POSITION.get(number, number + 0.5), name)
+
+
+def resolve_studies(names: list[str] | None, studies_dir: Path) -> list[Path]:
+    """Study files from names (``table8_layers``) or paths; none given = every study in the folder."""
+    if not names:
+        paths = sorted(studies_dir.glob("*.yaml"), key=lambda p: paper_order(p.stem))
+        if not paths:
+            raise FileNotFoundError(f"{studies_dir}: no study files (*.yaml)")
+        return paths
+    resolved = []
+    for name in names:
+        path = Path(name)
+        if not path.suffix:
+            path = studies_dir / f"{name}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in studies_dir.glob("*.yaml")))
+            raise FileNotFoundError(f"{name}: no such study (looked for {path}; known: {known})")
+        resolved.append(path)
+    return resolved
 
 
 @dataclass(frozen=True)
