@@ -34,6 +34,9 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: Tune prints 
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
+from ray.tune.result import RESULT_DUPLICATE  # noqa: E402
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler  # noqa: E402
+from ray.tune.search import Searcher  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +168,10 @@ def _trainable(config: dict[str, Any], items: Sequence[Any], worker_fn: WorkerFn
 class _Bridge(tune.Callback):
     """Translates Tune callbacks into :class:`TrialListener` calls, shielding Tune from errors."""
 
-    def __init__(self, listener: TrialListener) -> None:
+    def __init__(self, listener: TrialListener, *, deliver_results: bool = True) -> None:
         self.listener = listener
+        #: False when a scheduler delivers the messages itself (run_search: it must decide first)
+        self.deliver_results = deliver_results
 
     def _call(self, what: str, method: Callable[..., None], *args: Any) -> None:
         try:
@@ -178,7 +183,7 @@ class _Bridge(tune.Callback):
         self._call("start", self.listener.on_start, trial.config["index"])
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if _PAYLOAD in result:
+        if self.deliver_results and _PAYLOAD in result:
             message = json.loads(result[_PAYLOAD])
             self._call("message", self.listener.on_message, trial.config["index"], message)
 
@@ -189,6 +194,12 @@ class _Bridge(tune.Callback):
         error = trial.get_error()
         text = str(error).strip().splitlines()[-1] if error else "the trial process failed"
         self._call("error", self.listener.on_end, trial.config["index"], text)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its run config, callbacks included, into the experiment folder (for a
+        restore the harness never does). The listener is driver-only state (MLflow clients, the
+        CLI's console with its locks) and cannot be pickled, so it stays out."""
+        return {**self.__dict__, "listener": None}
 
 
 def run_trials(
@@ -228,6 +239,127 @@ def run_trials(
             storage_path=str(Path(storage_dir).resolve()),
             verbose=0,
             callbacks=[_Bridge(listener)],
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    start = time.perf_counter()
+    tuner.fit()
+    return time.perf_counter() - start
+
+
+# --- Trials made on the fly by a search (harness tune, issue #7) ------------------------------
+
+
+class SearchListener(TrialListener, Protocol):
+    """A :class:`TrialListener` that also makes the trials and may stop them (a search driver).
+
+    ``index`` is whatever :meth:`next_trial` returned for the trial; every call comes from the
+    driver's Tune loop, one at a time.
+    """
+
+    def next_trial(self) -> tuple[int, str, Any] | None:
+        """``(index, folder name, work item)`` of the next trial, or None when no more are needed."""
+        ...
+
+    def should_stop(self, index: int) -> bool:
+        """Asked right after each message of a running trial: stop it now (pruned)?"""
+        ...
+
+
+class _AskSearcher(Searcher):
+    """Tune asks for a trial whenever a slot frees up; the listener makes it (e.g. Optuna ``ask``)."""
+
+    def __init__(self, listener: SearchListener) -> None:
+        super().__init__()
+        self.listener = listener
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its config for a Tune-level restore, which a search never uses (its state
+        lives in the listener's own storage); the driver-side listener stays out of the pickle."""
+        return {k: v for k, v in self.__dict__.items() if k != "listener"}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        made = self.listener.next_trial()
+        if made is None:
+            return Searcher.FINISHED
+        index, name, item = made
+        return {"index": index, "name": name, "item": item}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Outcomes reach the listener through the bridge and the scheduler, not here."""
+
+
+class _MessageScheduler(FIFOScheduler):
+    """Hands each message to the listener *before* Tune lets the trial go on, then stops the trial
+    if the listener says so. A callback would hear the message only after Tune's decision, so a
+    pruned trial would run one more epoch. The trial's process is paused in ``tune.report`` until
+    this returns; on STOP its training thread ends there (Tune raises SystemExit in it)."""
+
+    def __init__(self, listener: SearchListener) -> None:
+        super().__init__()
+        self.listener = listener
+
+    __getstate__ = _AskSearcher.__getstate__
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if RESULT_DUPLICATE in result or _PAYLOAD not in result:
+            return TrialScheduler.CONTINUE
+        index = trial.config["index"]
+        try:
+            self.listener.on_message(index, json.loads(result[_PAYLOAD]))
+            stop = self.listener.should_stop(index)
+        except Exception:  # a listener bug must not abort every other trial
+            log.exception("search listener failed on a message of trial %s", index)
+            stop = False
+        return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
+
+
+def _item_trainable(config: dict[str, Any], worker_fn: WorkerFn) -> None:
+    """The Tune function trainable of a search: the work item travels in the trial's config."""
+
+    def emit(message: dict[str, Any]) -> None:
+        tune.report({_PAYLOAD: json.dumps(message)})
+
+    worker_fn(config["item"], emit)
+
+
+def run_search(
+    listener: SearchListener,
+    worker_fn: WorkerFn,
+    *,
+    resources: dict[str, float],
+    storage_dir: Path,
+    experiment: str,
+    max_concurrent: int,
+) -> float:
+    """Run trials made one at a time by ``listener.next_trial`` until it returns None; returns the
+    wall time of the fit.
+
+    Must be called inside :func:`ray_cluster`. At most ``max_concurrent`` trials exist at once, and
+    a new one is made only when a slot frees, so a sequential search (Optuna's TPE) sees every
+    result that finished before it proposes the next point. Trials do not retry; a trial the
+    listener asks to stop ends like a finished one (``on_end(index, None)``).
+    """
+    if max_concurrent < 1:
+        raise ValueError(f"--max-concurrent: must be >= 1, got {max_concurrent}")
+    trainable = tune.with_resources(tune.with_parameters(_item_trainable, worker_fn=worker_fn), resources)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=_AskSearcher(listener),
+            scheduler=_MessageScheduler(listener),
+            num_samples=-1,  # until the searcher says FINISHED
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=True,
+            trial_name_creator=lambda t: t.config["name"],
+            trial_dirname_creator=lambda t: t.config["name"],
+        ),
+        run_config=tune.RunConfig(
+            name=experiment,
+            storage_path=str(Path(storage_dir).resolve()),
+            verbose=0,
+            callbacks=[_Bridge(listener, deliver_results=False)],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),

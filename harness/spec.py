@@ -92,6 +92,81 @@ class TableSpec(StudyModel):
         return self
 
 
+#: Objective metrics must come from the validation split carved from the training videos.
+_OBJECTIVE_RE = re.compile(r"^val/[a-z0-9_]+$")
+
+
+class SearchRange(StudyModel):
+    """One searched config value: a numeric range, log-uniform unless ``log: false``."""
+
+    low: float = Field(description="Smallest value tried.")
+    high: float = Field(description="Largest value tried.")
+    log: bool = Field(True, description="Sample log-uniformly (loss weights span decades); needs low > 0.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0, got low={self.low:g} (or set log: false)")
+        return self
+
+
+class TuneObjective(StudyModel):
+    """What the search optimises: a per-epoch validation metric of the trainer's reports."""
+
+    metric: str = Field("val/predcls_all_map", description="Epoch-report key; must be a `val/...` metric.")
+    direction: Literal["maximize", "minimize"] = Field("maximize", description="Optuna study direction.")
+
+    @field_validator("metric")
+    @classmethod
+    def _validation_only(cls, value: str) -> str:
+        if not _OBJECTIVE_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a validation metric: the objective must be a per-epoch 'val/...' key "
+                "(e.g. val/predcls_all_map) measured on videos held out from training; tuning on the "
+                "test split (or on training metrics) is not allowed"
+            )
+        return value
+
+
+class TuneSpec(StudyModel):
+    """The Optuna search of `harness tune` (see docs/tuning.md).
+
+    Trials start from ``base`` plus the first variant's overrides (first dataset, first seed); the
+    searched values are dotted overrides on top. Tuning trials never evaluate on the test split.
+    """
+
+    space: dict[str, SearchRange] = Field(
+        min_length=1, description="Dotted config path -> range, e.g. model.loss.alpha: {low: 0.01, high: 10}."
+    )
+    objective: TuneObjective = Field(default_factory=TuneObjective, description="Metric and direction.")
+    trials: int = Field(20, ge=1, description="Finished (complete or pruned) trials the search ends with.")
+    max_concurrent: int | None = Field(
+        None, ge=1, description="Trials at once (default: as resources allow)."
+    )
+    sampler_seed: int = Field(0, ge=0, description="Seed of Optuna's TPE sampler.")
+    startup_trials: int = Field(
+        4, ge=1, description="Random trials before TPE models the history (Optuna's 10 is too many here)."
+    )
+    pruner: Literal["median", "asha", "none"] = Field(
+        "median", description="Stop weak trials from their epoch reports: Optuna median or ASHA, or never."
+    )
+
+    @field_validator("space")
+    @classmethod
+    def _paths_are_numeric_fields(cls, value: dict[str, SearchRange]) -> dict[str, SearchRange]:
+        for path, rng in value.items():
+            annotation = field_annotation(path)
+            if annotation not in (int, float):
+                raise ValueError(f"{path}: only int and float fields can be searched, not {annotation}")
+            if annotation is int and not (float(rng.low).is_integer() and float(rng.high).is_integer()):
+                raise ValueError(
+                    f"{path}: an int field needs integer low/high, got {rng.low:g}..{rng.high:g}"
+                )
+        return value
+
+
 class StudySpec(StudyModel):
     """A parsed study file. ``trials()`` expands it into the deterministic list of trials."""
 
@@ -104,9 +179,7 @@ class StudySpec(StudyModel):
     datasets: list[DatasetName] = Field(min_length=1, description="Sets data.dataset per trial.")
     resources: Resources = Field(default_factory=Resources, description="Per-trial resources.")
     table: TableSpec | None = Field(None, description="The paper's numbers (absent for figure-only studies).")
-    tune: dict[str, Any] | None = Field(
-        None, description="Optional Optuna block, validated by harness.tuning."
-    )
+    tune: TuneSpec | None = Field(None, description="Optional Optuna search (`harness tune`, issue #7).")
 
     @field_validator("name")
     @classmethod
@@ -192,6 +265,15 @@ def _check_path(path: str) -> list[str]:
         if is_block:
             block = annotation  # type: ignore[assignment]
     return parts
+
+
+def field_annotation(path: str) -> Any:
+    """The type annotation of the config field a dotted path names (ValueError naming the path)."""
+    parts = _check_path(path)
+    block: type[BaseModel] = ExperimentConfig
+    for part in parts[:-1]:
+        block = block.model_fields[part].annotation  # type: ignore[assignment]
+    return block.model_fields[parts[-1]].annotation
 
 
 def apply_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
@@ -315,6 +397,8 @@ def load_study(path: str | Path) -> StudySpec:
             f"{path}:{lines.get(('name',), 1)}: name: {spec.name!r} must equal the file stem {path.stem!r}"
         )
     _check_all_overrides(spec, path, lines)
+    if spec.tune is not None:
+        _check_tune(spec, path, lines)
     return spec
 
 
@@ -333,3 +417,25 @@ def _check_all_overrides(spec: StudySpec, path: Path, lines: Mapping[tuple[Any, 
             key = str(exc).split(":", 1)[0]
             line = lines.get(("variants", i, "overrides", key), lines.get(("variants", i), 1))
             raise ValueError(f"{path}:{line}: variants[{i}] ({variant.name}).overrides: {exc}") from None
+
+
+def _check_tune(spec: StudySpec, path: Path, lines: Mapping[tuple[Any, ...], int]) -> None:
+    """Both ends of every range must be valid config values, and trials must report validation."""
+    assert spec.tune is not None
+    config = apply_overrides(apply_overrides(ExperimentConfig(), spec.base), spec.variants[0].overrides)
+    for key, rng in spec.tune.space.items():
+        for end in ("low", "high"):
+            value = getattr(rng, end)
+            if field_annotation(key) is int:
+                value = int(value)
+            try:
+                apply_overrides(config, {key: value})
+            except ValueError as exc:
+                line = lines.get(("tune", "space", key, end), lines.get(("tune", "space", key), 1))
+                raise ValueError(f"{path}:{line}: tune.space.{key}.{end}: {exc}") from None
+    if config.train.val_fraction <= 0:
+        line = lines.get(("tune", "objective"), lines.get(("tune",), 1))
+        raise ValueError(
+            f"{path}:{line}: tune.objective: train.val_fraction is 0, so there is no validation split to "
+            "measure the objective on (set train.val_fraction > 0 in base)"
+        )

@@ -1,0 +1,593 @@
+"""`harness tune`: an Optuna search (seeded TPE, ask/tell) whose trials run as Ray Tune trials.
+
+Who does what (docs/tuning.md has the why):
+
+- **Optuna** proposes and remembers. The study lives in a sqlite RDB storage,
+  ``<run_dir>/tuning/<study>/optuna.db``, written by this driver only. ``ask`` happens when Ray
+  has a free slot, ``tell`` when a trial ends, so TPE sees every result that finished before it
+  proposes the next point.
+- **Ray Tune** runs. :func:`harness.scheduling.run_search` turns each asked trial into a Tune
+  trial; the trial's process runs :func:`harness.trial.execute_trial` and streams its epoch
+  reports home.
+- **Pruning** is Optuna's (median, or ASHA = Optuna's asynchronous successive halving), decided
+  in the driver on the objective reported each epoch; Ray stops the trial right at that epoch's
+  report. A pruned trial counts as finished: it was measured and it informs TPE.
+- **MLflow**: one run per trial in the experiment ``<study>-tuning`` (config as params, epoch
+  curves, the objective), logged by the driver through :mod:`harness.tracking`.
+
+Resumption: the search always ends with ``trials`` finished (COMPLETE or PRUNED) trials in the
+storage. A restart counts what is finished, marks trials a killed driver left RUNNING as FAIL
+(their points are proposed afresh, never counted), and asks only for the difference; a
+finished trial is never run again.
+
+The objective is a ``val/...`` metric measured on the videos :func:`sage_model.data.split_videos`
+holds out of the training split. Tuning trials do not evaluate on the test split at all
+(:data:`TUNING_OVERRIDES`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from harness.provenance import GitState, git_state, package_versions
+from harness.runner import RunOptions, StudyLock
+from harness.spec import (
+    StudySpec,
+    TrialSpec,
+    TuneSpec,
+    apply_overrides,
+    config_hash,
+    field_annotation,
+    load_study,
+)
+from harness.trial import ExperimentFn, execute_trial
+from harness.tuning_report import SearchSummary, TrialRow, write_outputs
+
+log = logging.getLogger(__name__)
+
+#: What every tuning trial is forced to do: report the validation metrics each epoch and never
+#: touch the test split (no final test evaluation, no speed or stability analysis on it).
+TUNING_OVERRIDES: dict[str, Any] = {
+    "eval.tasks": [],
+    "eval.every_epoch": True,
+    "eval.measure_speed": False,
+    "eval.stability_noise": [],
+}
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """Everything `harness tune` takes besides the study (CLI flags, one to one)."""
+
+    run_dir: Path = Path("runs")
+    reports_dir: Path = Path("reports/tuning")
+    trials: int | None = None  # overrides tune.trials: finished trials the search ends with
+    max_concurrent: int | None = None  # overrides tune.max_concurrent
+    address: str | None = None
+    data_root: Path | None = None
+    clip_checkpoint: Path | None = None
+    teacher: str | None = None
+    num_cpus: int | None = None  # size of a private local Ray (None = all cores)
+
+    def env_overrides(self) -> dict[str, Any]:
+        """Where data and weights live on this machine (the same rules as `harness run`)."""
+        return RunOptions(
+            data_root=self.data_root, clip_checkpoint=self.clip_checkpoint, teacher=self.teacher
+        ).env_overrides()
+
+
+@dataclass
+class TuneOutcome:
+    """The end of `harness tune`: counts in the storage, this session's failures, the outputs."""
+
+    study: str
+    target: int
+    complete: int
+    pruned: int
+    failed_now: list[tuple[int, str]]
+    best_value: float | None
+    best_params: dict[str, float]
+    best_file: Path | None
+    report_file: Path | None
+    storage: str
+    tracking_uri: str
+    synthetic: bool
+    wall_s: float
+    ran_now: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the storage holds the target number of finished trials, 1 otherwise."""
+        return 0 if self.finished >= self.target else 1
+
+
+# --------------------------------------------------------------------------------------------
+# The search space, the base config, the storage
+# --------------------------------------------------------------------------------------------
+
+
+def tuning_dir(run_dir: Path, study: str) -> Path:
+    """``<run_dir>/tuning/<study>``: the Optuna storage, trial scratch and Tune state."""
+    return Path(run_dir) / "tuning" / study
+
+
+def storage_url(run_dir: Path, study: str) -> str:
+    return f"sqlite:///{(tuning_dir(run_dir, study).resolve() / 'optuna.db')}"
+
+
+def distributions(tune: TuneSpec) -> dict[str, BaseDistribution]:
+    """Optuna distributions keyed by dotted config path (ints step by 1)."""
+    out: dict[str, BaseDistribution] = {}
+    for path, rng in tune.space.items():
+        if field_annotation(path) is int:
+            out[path] = IntDistribution(int(rng.low), int(rng.high), log=rng.log)
+        else:
+            out[path] = FloatDistribution(rng.low, rng.high, log=rng.log)
+    return out
+
+
+def require_tune(spec: StudySpec) -> TuneSpec:
+    if spec.tune is None:
+        raise ValueError(
+            f"study {spec.name}: no `tune:` block, so there is nothing to search (see docs/tuning.md)"
+        )
+    return spec.tune
+
+
+def tuning_base(spec: StudySpec, env_overrides: dict[str, Any] | None = None) -> Any:
+    """The config every trial starts from: ExperimentConfig, ``base``, the machine's data/weights,
+    the first variant, the first dataset and seed, then :data:`TUNING_OVERRIDES`."""
+    from sage_model.config import ExperimentConfig
+
+    config = apply_overrides(ExperimentConfig(), spec.base)
+    if env_overrides:
+        config = apply_overrides(config, env_overrides)
+    config = apply_overrides(config, spec.variants[0].overrides)
+    final = {"data.dataset": spec.datasets[0], "seed": spec.seeds[0], **TUNING_OVERRIDES}
+    config = apply_overrides(config, final)
+    if config.train.val_fraction <= 0:
+        raise ValueError("train.val_fraction: must be > 0 for tuning (the objective is a validation metric)")
+    return config
+
+
+def search_fingerprint(tune: TuneSpec, base: Any) -> str:
+    """What a stored search must share with this one to be resumed: space, objective, base config."""
+    payload = {
+        "space": {k: v.model_dump() for k, v in tune.space.items()},
+        "objective": tune.objective.model_dump(),
+        "base": config_hash(base),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def open_search(spec: StudySpec, run_dir: Path, base: Any) -> optuna.Study:
+    """Create or load the study's Optuna storage; refuse one made for another search.
+
+    The TPE seed is derived from ``sampler_seed`` and the number of trials already stored: a
+    resumed search must not replay the random start-up points it proposed before the stop.
+    """
+    tune = require_tune(spec)
+    tuning_dir(run_dir, spec.name).mkdir(parents=True, exist_ok=True)
+    url = storage_url(run_dir, spec.name)
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    study = optuna.create_study(
+        storage=storage, study_name=spec.name, direction=tune.objective.direction, load_if_exists=True
+    )
+    fingerprint = search_fingerprint(tune, base)
+    stored = study.user_attrs.get("fingerprint")
+    if stored is None:
+        study.set_user_attr("fingerprint", fingerprint)
+        study.set_user_attr("objective", tune.objective.metric)
+    elif stored != fingerprint:
+        raise ValueError(
+            f"{url.removeprefix('sqlite:///')}: holds a search of study {spec.name} with another search space, "
+            "objective or base config; pass another --run-dir, or delete that folder to start over"
+        )
+    if study.direction.name.lower() != tune.objective.direction:
+        raise ValueError(
+            f"tune.objective.direction: the stored search {study.study_name} maximises/minimises otherwise"
+        )
+    seed = int(np.random.SeedSequence([tune.sampler_seed, len(study.trials)]).generate_state(1)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.sampler = optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=tune.startup_trials, multivariate=True, constant_liar=True
+        )
+    study.pruner = make_pruner(tune)
+    return study
+
+
+def make_pruner(tune: TuneSpec) -> optuna.pruners.BasePruner:
+    """median: stop a trial whose objective is worse than the median of earlier trials at the same
+    epoch (after ``startup_trials`` finished); asha: Optuna's asynchronous successive halving."""
+    if tune.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=tune.startup_trials, n_warmup_steps=1)
+    if tune.pruner == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
+    return optuna.pruners.NopPruner()
+
+
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """Trials left RUNNING by a driver that died: FAIL (never counted, their points re-proposed)."""
+    stale = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    for number in stale:
+        study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        log.warning(
+            "tuning %s: trial %d was left running by an earlier driver; marked FAIL", study.study_name, number
+        )
+    return stale
+
+
+def count_finished(study: optuna.Study) -> tuple[int, int]:
+    """(COMPLETE, PRUNED) trials in the storage."""
+    trials = study.get_trials(deepcopy=False, states=FINISHED_STATES)
+    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    return complete, len(trials) - complete
+
+
+# --------------------------------------------------------------------------------------------
+# The driver side of the trials
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Live:
+    """One asked trial while the search runs."""
+
+    ot: optuna.trial.Trial
+    spec: TrialSpec
+    run_id: str | None = None
+    step: int = 0
+    values: list[float] = field(default_factory=list)
+    prune: bool = False
+    state: str = "running"  # running | complete | pruned | failed
+
+
+def _work(item: tuple[str, str, ExperimentFn | None], emit: Callable[[dict[str, Any]], None]) -> None:
+    """Worker entry point (module level so Ray pickles it by reference)."""
+    trial_json, run_dir, experiment_fn = item
+    execute_trial(TrialSpec.model_validate_json(trial_json), Path(run_dir), emit, experiment_fn)
+
+
+class _Search:
+    """Asks Optuna for trials, turns their messages into MLflow records and Optuna reports, tells
+    Optuna how they ended. Implements :class:`harness.scheduling.SearchListener`."""
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        study: optuna.Study,
+        base: Any,
+        budget: int,
+        tracking: tuple[Any, str, GitState],
+        work_root: Path,
+        experiment_fn: ExperimentFn | None,
+        say: Callable[[str], None],
+    ) -> None:
+        self.spec, self.tune, self.study, self.base = spec, require_tune(spec), study, base
+        self.budget = budget
+        self.tracker, self.experiment_id, self.git = tracking
+        self.work_root, self.experiment_fn, self.say = work_root, experiment_fn, say
+        self.space = distributions(self.tune)
+        self.live: dict[int, _Live] = {}
+        self.failures: list[tuple[int, str]] = []
+
+    # --- SearchListener ---------------------------------------------------------------------
+    def next_trial(self) -> tuple[int, str, Any] | None:
+        if len(self.live) >= self.budget:
+            return None
+        ot = self.study.ask(self.space)
+        config = apply_overrides(self.base, ot.params)
+        digest = config_hash(config)
+        trial_id = f"{self.spec.name}-t{ot.number:04d}-{digest[:10]}"
+        spec = TrialSpec(
+            study=self.spec.name, study_version=self.spec.version, variant=f"t{ot.number}",
+            dataset=config.data.dataset, seed=config.seed, config=config, config_hash=digest, trial_id=trial_id,
+        )  # fmt: skip
+        ot.set_user_attr("trial_id", trial_id)
+        self.live[ot.number] = _Live(ot, spec)
+        return ot.number, trial_id, (spec.model_dump_json(), str(self.work_root), self.experiment_fn)
+
+    def on_start(self, index: int) -> None:
+        live = self.live[index]
+        if live.run_id is None:
+            live.run_id = self._start_run(live)
+
+    def on_message(self, index: int, message: dict[str, Any]) -> None:
+        live = self.live[index]
+        if live.state != "running":
+            return
+        if live.run_id is None:
+            live.run_id = self._start_run(live)
+        kind = message.get("kind")
+        if kind == "epoch":
+            self._epoch(live, message)
+        elif kind == "result":
+            self._complete(live)
+        elif kind == "error":
+            self._fail(live, str(message.get("error")), str(message.get("traceback", "")))
+
+    def should_stop(self, index: int) -> bool:
+        return self.live[index].prune and self.live[index].state == "running"
+
+    def on_end(self, index: int, error: str | None) -> None:
+        live = self.live[index]
+        if live.state != "running":
+            return
+        if live.prune and error is None:
+            self._pruned(live)
+        else:
+            self._fail(live, error or "the trial ended without reporting a result")
+
+    # --- the records ------------------------------------------------------------------------
+    def _start_run(self, live: _Live) -> str:
+        from harness.tracking import flatten
+
+        config = live.spec.config
+        tags = {
+            "study": self.spec.name,
+            "study_version": str(self.spec.version),
+            "optuna_trial": str(live.ot.number),
+            "trial_id": live.spec.trial_id,
+            "config_hash": live.spec.config_hash,
+            "objective": self.tune.objective.metric,
+            "searched": json.dumps(live.ot.params, sort_keys=True),
+            "synthetic": str(config.data.root is None).lower(),
+            "git_sha": self.git.sha,
+            "git_dirty": str(self.git.dirty).lower(),
+            "packages": json.dumps(package_versions(), sort_keys=True),
+        }
+        params = flatten(config.model_dump(mode="json"))
+        return self.tracker.start_run(self.experiment_id, live.spec.trial_id, params, tags)
+
+    def _epoch(self, live: _Live, message: dict[str, Any]) -> None:
+        metrics = dict(message["metrics"])
+        self.tracker.log_metrics(
+            live.run_id, {**metrics, "stage": message["stage"], "epoch": message["epoch"]}, live.step
+        )
+        value = metrics.get(self.tune.objective.metric)
+        if value is not None and math.isfinite(value):
+            live.ot.report(float(value), live.step)
+            live.values.append(float(value))
+            live.prune = live.ot.should_prune()
+        live.step += 1
+
+    def _complete(self, live: _Live) -> None:
+        if not live.values:
+            self._fail(
+                live,
+                f"the objective {self.tune.objective.metric} was never reported (is there a validation split?)",
+            )
+            return
+        value = live.values[-1]  # the model the trial ends with (train.select_on: last)
+        self.study.tell(live.ot, value)
+        live.state = "complete"
+        self.tracker.log_metrics(live.run_id, {"objective": value}, live.step)
+        self._close_run(live, "FINISHED", "COMPLETE")
+        self.say(
+            f"trial {live.ot.number}: complete, {self.tune.objective.metric} = {value:.4g}  {_fmt(live.ot.params)}"
+        )
+
+    def _pruned(self, live: _Live) -> None:
+        self.study.tell(live.ot, state=TrialState.PRUNED)
+        live.state = "pruned"
+        self._close_run(live, "FINISHED", "PRUNED")
+        self.say(f"trial {live.ot.number}: pruned after {live.step} epoch(s)  {_fmt(live.ot.params)}")
+
+    def _fail(self, live: _Live, error: str, details: str = "", status: str = "FAILED") -> None:
+        self.study.tell(live.ot, state=TrialState.FAIL, skip_if_finished=True)
+        live.state = "failed"
+        self.failures.append((live.ot.number, error))
+        if live.run_id is not None:
+            self.tracker.set_tags(live.run_id, {"error": error})
+            if details:
+                self.tracker.log_text(live.run_id, details, "error.txt")
+            self._close_run(live, status, "FAIL")
+        self.say(f"trial {live.ot.number}: failed: {error}")
+
+    def _close_run(self, live: _Live, status: str, state: str) -> None:
+        self.tracker.set_tags(live.run_id, {"optuna_state": state, "epochs": str(live.step)})
+        self.tracker.end_run(live.run_id, status)
+
+    def close_open(self, reason: str) -> None:
+        """The search stopped (Ctrl-C, an error): every trial still open becomes FAIL / KILLED."""
+        for live in self.live.values():
+            if live.state == "running":
+                self._fail(live, reason, status="KILLED")
+
+
+def _fmt(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={v:.4g}" for k, v in params.items())
+
+
+# --------------------------------------------------------------------------------------------
+# The command as a library call
+# --------------------------------------------------------------------------------------------
+
+
+def tune_study(
+    study: StudySpec | str | Path,
+    options: TuneOptions = TuneOptions(),
+    *,
+    experiment_fn: ExperimentFn | None = None,
+    say: Callable[[str], None] = lambda text: None,
+) -> TuneOutcome:
+    """Run (or resume) the study's search until it holds ``trials`` finished trials, then write
+    the best values and the report. Never prints; ``say`` hears one line per event."""
+    start = time.perf_counter()
+    spec = study if isinstance(study, StudySpec) else load_study(study)
+    tune = require_tune(spec)
+    target = options.trials or tune.trials
+    if target < 1:
+        raise ValueError(f"--trials: must be >= 1, got {target}")
+    run_dir = Path(options.run_dir).resolve()
+    base = tuning_base(spec, options.env_overrides())
+    with StudyLock(run_dir / "tuning", spec.name):
+        optuna_study = open_search(spec, run_dir, base)
+        stale = fail_stale_trials(optuna_study)
+        if stale:
+            say(f"marked {len(stale)} trial(s) left running by an interrupted search as FAIL: {stale}")
+        complete, pruned = count_finished(optuna_study)
+        budget = max(0, target - complete - pruned)
+        say(f"{spec.name}: {complete + pruned} of {target} trials finished; running {budget} more")
+        tracking = _tracking(run_dir, spec)
+        search = _Search(
+            spec, optuna_study, base, budget, tracking, tuning_dir(run_dir, spec.name), experiment_fn, say
+        )
+        if budget:
+            _run(spec, search, options, run_dir, budget, say)
+        complete, pruned = count_finished(optuna_study)
+        summary = summarize(spec, optuna_study, target, synthetic=base.data.root is None, run_dir=run_dir)
+    best_file, report_file = write_outputs(summary, Path(options.reports_dir))
+    best = summary.best
+    return TuneOutcome(
+        study=spec.name, target=target, complete=complete, pruned=pruned, failed_now=search.failures,
+        best_value=best.value if best else None, best_params=dict(best.params) if best else {},
+        best_file=best_file, report_file=report_file, storage=storage_url(run_dir, spec.name),
+        tracking_uri=tracking[0].uri, synthetic=base.data.root is None, wall_s=time.perf_counter() - start,
+        ran_now=len(search.live),
+    )  # fmt: skip
+
+
+def _tracking(run_dir: Path, spec: StudySpec) -> tuple[Any, str, GitState]:
+    """The MLflow store and the ``<study>-tuning`` experiment, made before any trial starts."""
+    from harness.tracking import Tracker, default_tracking_uri
+
+    tracker = Tracker(default_tracking_uri(run_dir), run_dir)
+    experiment_id = tracker.ensure_experiment(
+        f"{spec.name}-tuning", f"Optuna search of {spec.name}: {spec.description}"
+    )
+    tracker.mark_stale_runs_killed(experiment_id)
+    return tracker, experiment_id, git_state()
+
+
+def _run(
+    spec: StudySpec,
+    search: _Search,
+    options: TuneOptions,
+    run_dir: Path,
+    budget: int,
+    say: Callable[[str], None],
+) -> None:
+    """Ray, then the search; whatever stops it, no trial is left RUNNING in Optuna or MLflow.
+
+    Concurrency: --max-concurrent, else tune.max_concurrent, else as many trials as the
+    cluster's CPUs hold; never more than the trials still to run.
+    """
+    from harness import scheduling
+
+    try:
+        with scheduling.ray_cluster(options.address, num_cpus=options.num_cpus) as cluster:
+            resources = scheduling.trial_resources(spec.resources.cpus, spec.resources.gpus, cluster)
+            requested = options.max_concurrent or require_tune(spec).max_concurrent
+            concurrent = max(1, min(budget, requested or int(cluster.cpus // resources["cpu"])))
+            say(f"running on {cluster.cpus:g} CPUs, {concurrent} trial(s) at once")
+            scheduling.run_search(
+                search,
+                _work,
+                resources=resources,
+                storage_dir=tuning_dir(run_dir, spec.name) / "tune",
+                experiment=f"{spec.name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}",
+                max_concurrent=concurrent,
+            )
+    finally:
+        search.close_open("the search stopped before this trial finished")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the storage back
+# --------------------------------------------------------------------------------------------
+
+
+def summarize(
+    spec: StudySpec, study: optuna.Study, target: int, *, synthetic: bool, run_dir: Path
+) -> SearchSummary:
+    """Everything the outputs show, read from the Optuna storage."""
+    tune = require_tune(spec)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        curve = [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+        value = (
+            t.value
+            if t.state == TrialState.COMPLETE
+            else (curve[-1] if curve and t.state == TrialState.PRUNED else None)
+        )
+        rows.append(
+            TrialRow(
+                t.number, t.state.name, value, dict(t.params), curve, str(t.user_attrs.get("trial_id", ""))
+            )
+        )
+    importances, note = param_importances(study)
+    git = git_state()
+    return SearchSummary(
+        study=spec.name, study_version=spec.version, metric=tune.objective.metric, direction=tune.objective.direction,
+        target=target, trials=rows, importances=importances, importance_note=note, synthetic=synthetic,
+        storage=str(tuning_dir(run_dir, spec.name) / "optuna.db"), git=f"{git.sha[:12]}{' (dirty)' if git.dirty else ''}",
+        made_at=datetime.now(UTC).isoformat(timespec="seconds"), pruner=tune.pruner, sampler_seed=tune.sampler_seed,
+    )  # fmt: skip
+
+
+def param_importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
+    """fANOVA importances (seeded), or None with the reason when they cannot be computed."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2:
+        return None, f"needs at least 2 complete trials (have {len(complete)})"
+    if len({t.value for t in complete}) < 2:
+        return None, "every complete trial has the same objective value"
+    if len(study.best_trial.params) < 2:
+        return {k: 1.0 for k in study.best_trial.params}, "a single searched value carries all the importance"
+    try:
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (RuntimeError, ValueError) as exc:
+        return None, f"could not be computed: {exc}"
+    return {k: float(v) for k, v in found.items()}, "fANOVA over the complete trials (Optuna, seed 0)"
+
+
+def open_existing(spec: StudySpec, run_dir: Path) -> optuna.Study:
+    """The stored search, read-only use (tests, reports); FileNotFoundError when there is none."""
+    path = tuning_dir(run_dir, spec.name) / "optuna.db"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no tuning storage for study {spec.name}")
+    return optuna.load_study(study_name=spec.name, storage=storage_url(run_dir, spec.name))
+
+
+__all__ = [
+    "TUNING_OVERRIDES",
+    "TuneOptions",
+    "TuneOutcome",
+    "count_finished",
+    "distributions",
+    "fail_stale_trials",
+    "open_existing",
+    "open_search",
+    "storage_url",
+    "summarize",
+    "tune_study",
+    "tuning_base",
+    "tuning_dir",
+]
