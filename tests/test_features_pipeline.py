@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import av
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
-from sage_model.data import DatasetRoot, FeatureStore, PairDataset, TeacherStore, load_annotation_folder
+from harness.cli import app
+from sage_model.data import DatasetRoot, FeatureStore, PairDataset, load_annotation_folder
 from sage_model.features.extract import ExtractSettings, FeatureWorker, VideoJob
-from sage_model.features.runner import extract_split, local_map, teacher_split
-from sage_model.features.teacher import DESCRIPTIONS_FILE, TeacherSettings
+from sage_model.features.runner import extract_split, local_map
+from sage_model.features.teacher import DESCRIPTIONS_FILE
 
 WIDTH, HEIGHT, FPS = 160, 120, 30
-# (video id, frame count, [(tid, category, colour, start xy, velocity xy, size wh)], relations)
+# (split, video id, frame count, [(tid, category, colour, start xy, velocity xy, size wh)], relations)
 VIDEOS = [
     (
+        "train",
         "ILSVRC2015_train_00000001",
         75,
         [
@@ -30,6 +35,7 @@ VIDEOS = [
         [(0, 1, "chase", 0, 75), (1, 0, "front", 15, 60)],
     ),
     (
+        "train",
         "ILSVRC2015_train_00000002",
         60,
         [
@@ -38,7 +44,18 @@ VIDEOS = [
         ],
         [(0, 3, "faster", 0, 60)],
     ),
+    (
+        "test",
+        "ILSVRC2015_train_00000003",
+        60,
+        [
+            (2, "person", (250, 120, 20), (20, 30), (1.0, 0.4), (24, 48)),
+            (5, "dog", (30, 160, 200), (120, 70), (-1.0, 0.0), (30, 20)),
+        ],
+        [(2, 5, "watch", 0, 60), (5, 2, "toward", 15, 45)],  # toward: a novel predicate
+    ),
 ]
+TRAIN_IDS = [v[1] for v in VIDEOS if v[0] == "train"]
 
 
 def _boxes(start: tuple, velocity: tuple, size: tuple, frames: int) -> np.ndarray:
@@ -120,22 +137,32 @@ def tracklets_json(tracks_by_video: dict[str, dict[int, np.ndarray]]) -> dict:
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Videos, official annotations (train split) and detected tracklets, on disk."""
+    """Videos, official annotations (train and test splits) and detected tracklets, on disk."""
     base = tmp_path_factory.mktemp("media")
     (base / "videos").mkdir()
-    (base / "vidvrd-dataset" / "train").mkdir(parents=True)
     all_tracks = {}
-    for vid, frames, objects, relations in VIDEOS:
+    for split, vid, frames, objects, relations in VIDEOS:
         tracks = render_video(base / "videos" / f"{vid}.mp4", frames, objects)
         all_tracks[vid] = tracks
-        anno = annotation_json(vid, frames, objects, tracks, relations)
-        (base / "vidvrd-dataset" / "train" / f"{vid}.json").write_text(json.dumps(anno))
-    (base / "train_tracklets.json").write_text(json.dumps(tracklets_json(all_tracks)))
+        folder = base / "vidvrd-dataset" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{vid}.json").write_text(
+            json.dumps(annotation_json(vid, frames, objects, tracks, relations))
+        )
+    (base / "tracklets.json").write_text(json.dumps(tracklets_json(all_tracks)))
     return {
         "videos": base / "videos",
         "annotations": base / "vidvrd-dataset",
-        "tracklets": base / "train_tracklets.json",
+        "tracklets": base / "tracklets.json",
     }
+
+
+@pytest.fixture(scope="module")
+def train_root(media: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """A root with the train/gt store extracted once (in-process workers)."""
+    root = tmp_path_factory.mktemp("train_root")
+    report = extract_split(_settings(), annotations=media["annotations"], videos=media["videos"], root=root)
+    return root, report
 
 
 def _settings(**changes) -> ExtractSettings:
@@ -143,41 +170,42 @@ def _settings(**changes) -> ExtractSettings:
     return ExtractSettings(**{**base, **changes})
 
 
-def test_extract_writes_a_store_the_data_layer_opens(media: dict[str, Path], tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    report = extract_split(_settings(), annotations=media["annotations"], videos=media["videos"], root=root)
+def test_extract_writes_a_store_the_data_layer_opens(media: dict[str, Path], train_root: tuple) -> None:
+    root, report = train_root
     store = FeatureStore.open(root / "features" / "train" / "gt")
-    videos = load_annotation_folder(media["annotations"], "vidvrd", "train")
     # 2 ordered pairs per video; windows [0,30) [15,45) [30,60) [45,75) and [0,30) [15,45) [30,60)
     assert len(store) == report.rows == 2 * 4 + 2 * 3
     assert store.visual.dtype == np.float16 and store.visual.shape == (14, 3, 4, 64)
     assert store.boxes.shape == (14, 3, 2, 4) and store.labels.shape == (14, 132)
+    assert sorted(set(store.rows.video_id)) == TRAIN_IDS
     norms = np.linalg.norm(store.visual.astype(np.float32), axis=-1)
     np.testing.assert_allclose(norms, 1.0, atol=2e-3)
-    # features of different regions / frames differ; the same keyframe's frame feature is shared
-    assert not np.allclose(store.visual[:, :, 0], store.visual[:, :, 1])
+    assert not np.allclose(store.visual[:, :, 0], store.visual[:, :, 1])  # subject != object region
+    # every row sharing a keyframe shares its whole-frame feature
+    same = store.keyframes[:, 1] == store.keyframes[0, 1]
+    same &= store.rows.video_id == store.rows.video_id[0]
+    assert same.sum() >= 2 and (store.visual[same, 1, 3] == store.visual[0, 1, 3]).all()
     assert report.processed == 2 and report.skipped == 0 and not report.up_to_date
     assert store.manifest["feature_model"]["name"] == "sage_tiny" and not store.synthetic
-    root_info = DatasetRoot.open(root)
-    assert root_info.dataset == "vidvrd" and not root_info.synthetic
-    assert [v.video_id for v in root_info.annotations("train")] == [v.video_id for v in videos]
+    info = DatasetRoot.open(root)
+    assert info.dataset == "vidvrd" and not info.synthetic
+    assert [v.video_id for v in info.annotations("train")] == TRAIN_IDS
     assert (
         json.loads((root / "dataset.json").read_text())["content_hashes"]["features/train/gt"]
         == store.content_hash
     )
+    assert [v.video_id for v in load_annotation_folder(media["annotations"], "vidvrd", "train")] == TRAIN_IDS
 
 
-def test_extract_is_deterministic_and_resumes(media: dict[str, Path], tmp_path: Path) -> None:
-    first = extract_split(
-        _settings(), annotations=media["annotations"], videos=media["videos"], root=tmp_path / "a"
-    )
-    again = extract_split(
-        _settings(), annotations=media["annotations"], videos=media["videos"], root=tmp_path / "a"
-    )
+def test_extract_is_deterministic_and_resumes(
+    media: dict[str, Path], train_root: tuple, tmp_path: Path
+) -> None:
+    root, first = train_root
+    again = extract_split(_settings(), annotations=media["annotations"], videos=media["videos"], root=root)
     assert again.up_to_date and again.content_hash == first.content_hash and again.processed == 0
 
     # an interrupted run: only the first video's shard was written before the stop
-    root = tmp_path / "b"
+    fresh = tmp_path / "b"
     calls: list[str] = []
 
     def interrupted(worker_cls, settings_json, jobs):
@@ -186,81 +214,122 @@ def test_extract_is_deterministic_and_resumes(media: dict[str, Path], tmp_path: 
             yield summary
         raise KeyboardInterrupt
 
+    kwargs = dict(annotations=media["annotations"], videos=media["videos"], root=fresh)
     with pytest.raises(KeyboardInterrupt):
-        extract_split(
-            _settings(),
-            annotations=media["annotations"],
-            videos=media["videos"],
-            root=root,
-            mapper=interrupted,
-        )
-    resumed = extract_split(_settings(), annotations=media["annotations"], videos=media["videos"], root=root)
-    assert calls == [VIDEOS[0][0]]
+        extract_split(_settings(), mapper=interrupted, **kwargs)
+    resumed = extract_split(_settings(), **kwargs)
+    assert calls == [TRAIN_IDS[0]]
     assert resumed.skipped == 1 and resumed.processed == 1
-    assert resumed.content_hash == first.content_hash
-    assert not (root / ".work").exists() or not any((root / ".work").iterdir())
+    assert resumed.content_hash == first.content_hash  # same bytes as an uninterrupted run
+    assert not any((fresh / ".work").iterdir())  # shards are removed once the store is written
+    with pytest.raises(ValueError, match="--overwrite"):
+        extract_split(_settings(region="crop"), **kwargs)
 
 
 def test_roi_align_and_crop_give_different_features(media: dict[str, Path], tmp_path: Path) -> None:
-    worker = FeatureWorker(_settings(region="crop").model_dump_json())
-    job = VideoJob(
-        VIDEOS[1][0],
-        str(media["annotations"] / "train" / f"{VIDEOS[1][0]}.json"),
-        str(media["videos"]),
-        str(tmp_path / "crop.npz"),
-    )
-    assert worker(job.to_json())["error"] is None
-    roi = FeatureWorker(_settings().model_dump_json())
-    assert roi(json.dumps({**json.loads(job.to_json()), "shard": str(tmp_path / "roi.npz")}))["error"] is None
-    crop_visual = np.load(tmp_path / "crop.npz")["visual"]
-    roi_visual = np.load(tmp_path / "roi.npz")["visual"]
-    assert crop_visual.shape == roi_visual.shape == (6, 3, 4, 64)
-    assert not np.allclose(crop_visual, roi_visual, atol=1e-2)
+    vid = TRAIN_IDS[1]
+    job = VideoJob(vid, str(media["annotations"] / "train" / f"{vid}.json"), str(media["videos"]), "")
+    visual = {}
+    for region in ("roi_align", "crop"):
+        shard = tmp_path / f"{region}.npz"
+        summary = FeatureWorker(_settings(region=region).model_dump_json())(
+            json.dumps({**json.loads(job.to_json()), "shard": str(shard)})
+        )
+        assert summary["error"] is None and summary["rows"] == 6
+        visual[region] = np.load(shard)["visual"]
+    assert visual["crop"].shape == visual["roi_align"].shape == (6, 3, 4, 64)
+    assert not np.allclose(visual["crop"], visual["roi_align"], atol=1e-2)
 
 
 def test_missing_video_is_reported_by_name(media: dict[str, Path], tmp_path: Path) -> None:
     videos = tmp_path / "videos"
     videos.mkdir()
-    shutil.copy(media["videos"] / f"{VIDEOS[0][0]}.mp4", videos)
-    with pytest.raises(ValueError, match=VIDEOS[1][0]):
+    shutil.copy(media["videos"] / f"{TRAIN_IDS[0]}.mp4", videos)
+    with pytest.raises(ValueError, match=TRAIN_IDS[1]):
         extract_split(_settings(), annotations=media["annotations"], videos=videos, root=tmp_path / "root")
 
 
-def test_teacher_end_to_end_and_training_reads_it(media: dict[str, Path], tmp_path: Path) -> None:
+def _cli(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_cli_extract_and_teacher_make_a_root_that_training_reads(
+    media: dict[str, Path], tmp_path: Path
+) -> None:
+    from sage_model.config import ExperimentConfig
+    from sage_model.experiment import run_experiment
+
     root = tmp_path / "root"
-    extract_split(
-        _settings(source="det"),
-        annotations=media["annotations"],
-        videos=media["videos"],
-        root=root,
-        tracklets=media["tracklets"],
-    )
-    settings = TeacherSettings(name="tiny", backend="tiny", split="train", source="det", preset="sage_tiny")
-    report = teacher_split(settings, root=root, videos=media["videos"])
-    store = FeatureStore.open(root / "features" / "train" / "det")
-    teacher = TeacherStore.open(root / "teachers" / "tiny" / "train" / "det")
-    teacher.check_aligned(store)
+    common = ["--videos", str(media["videos"]), "--preset", "sage_tiny", "--workers", "local"]
+    _cli("extract", "--annotations", str(media["annotations"]), "--out", str(root), *common)
+    _cli("extract", "--annotations", str(media["annotations"]), "--out", str(root), "--split", "test",
+         "--source", "det", "--tracklets", str(media["tracklets"]), *common)  # fmt: skip
+    output = _cli("teacher", "--root", str(root), "--backend", "tiny", "--name", "asmv2", *common)
+    reports = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert [r["store"].split("/teachers/")[1] for r in reports] == [
+        "asmv2/train/gt",
+        "asmv2/test/gt",
+        "asmv2/test/det",
+    ]
+
+    info = DatasetRoot.open(root)
+    store, teacher = info.feature_store("test", "det"), info.teacher_store("asmv2", "test", "det")
     assert (
-        teacher.name == "tiny"
+        teacher is not None
         and teacher.text.shape == (len(store), 3, 4, 64)
         and teacher.text.dtype == np.float16
     )
-    assert report.processed == 2 and report.rows == len(store)
-    import pyarrow.parquet as pq
-
+    teacher.check_aligned(store)
     table = pq.read_table(teacher.path / DESCRIPTIONS_FILE).to_pandas()
     assert len(table) == len(store) * 3 * 4
-    assert set(table["perspective"]) == {"subject", "object", "union", "frame"}
-    assert table["text"].str.len().min() > 0 and table["model_id"].iloc[0] == "tiny-blip2-seed0"
-    assert "Question:" in table["prompt"].iloc[0]
-    again = teacher_split(settings, root=root, videos=media["videos"])
-    assert again.up_to_date and again.content_hash == teacher.content_hash
-
-    root_info = DatasetRoot.open(root)
-    dataset = PairDataset(
-        root_info.feature_store("train", "det"), root_info.teacher_store("tiny", "train", "det")
-    )
-    batch = dataset.get_batch(np.arange(len(dataset)))
+    assert list(table["perspective"][:4]) == ["subject", "object", "union", "frame"]
+    assert table["text"].str.len().min() > 0 and set(table["model_id"]) == {"tiny-blip2-seed0"}
+    assert info.tracklets("test")[VIDEOS[2][1]][0].tid == 102
+    batch = PairDataset(store, teacher).get_batch(np.arange(len(store)))
     assert batch["visual"].shape == batch["teacher"].shape == (len(store), 3, 4, 64)
-    assert bool(batch["has_teacher"].all())
-    assert root_info.tracklets("train")[VIDEOS[0][0]][0].tid == 100
+
+    cfg = ExperimentConfig.model_validate(
+        {
+            "data": {"root": str(root)},
+            "train": {"stage1_epochs": 1, "stage2_epochs": 1, "val_fraction": 0.0},
+            "eval": {"tasks": ["predcls"]},
+        }
+    )
+    result = run_experiment(cfg, work_dir=tmp_path / "work")
+    assert not result.synthetic
+    assert {(m.task, m.split) for m in result.metrics} >= {("predcls", "all"), ("predcls", "novel")}
+    assert result.data_hash and result.teacher_hash  # provenance of the real stores
+
+
+def test_teacher_errors_name_what_is_missing(
+    media: dict[str, Path], train_root: tuple, tmp_path: Path
+) -> None:
+    root, _ = train_root
+    common = ["teacher", "--root", str(root), "--videos", str(media["videos"]), "--preset", "sage_tiny"]
+    result = CliRunner().invoke(app, [*common, "--backend", "blip2"])
+    assert result.exit_code == 2 and "--model-path" in result.output
+    result = CliRunner().invoke(app, [*common, "--backend", "asmv2", "--model-path", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "nope" in result.output
+    result = CliRunner().invoke(app, ["extract", "--videos", str(media["videos"]), "--annotations",
+                                      str(media["annotations"]), "--out", str(tmp_path / "r")])  # fmt: skip
+    assert result.exit_code == 2 and "--clip-checkpoint" in result.output
+
+
+@pytest.mark.slow
+def test_extract_on_ray_data_actors_matches_in_process(
+    media: dict[str, Path], train_root: tuple, tmp_path: Path
+) -> None:
+    from harness.scheduling import map_videos, ray_cluster
+
+    _, local = train_root
+    seen: list[str] = []
+    with ray_cluster(num_cpus=2) as cluster:
+        assert cluster.gpus == 0  # GPU actors are asked for but dropped on a GPU-less cluster
+        report = extract_split(
+            _settings(), annotations=media["annotations"], videos=media["videos"], root=tmp_path / "root",
+            mapper=partial(map_videos, gpus_per_actor=1.0, actors=2), on_result=lambda s: seen.append(s["video_id"]),
+        )  # fmt: skip
+    assert sorted(seen) == TRAIN_IDS and report.processed == 2
+    assert report.content_hash == local.content_hash

@@ -202,13 +202,13 @@ def _encode_chunk(
         unique_boxes.append(unique)
         inverses.append(inverse.reshape(3, -1))  # (3, m): subject, object, union
     frame_emb, region_emb = encoder.encode([image for _, image in chunk], unique_boxes)
-    frame_emb = torch.nn.functional.normalize(frame_emb, dim=-1).numpy()  # (K, D)
+    frames = torch.nn.functional.normalize(frame_emb, dim=-1).numpy()  # (K, D)
     for k, (index, _) in enumerate(chunk):
         rows, slots = where[index]
         regions = torch.nn.functional.normalize(region_emb[k], dim=-1).numpy()  # (U, D)
         for role in range(3):
             visual[rows, slots, role] = regions[inverses[k][role]]
-        visual[rows, slots, 3] = frame_emb[k]
+        visual[rows, slots, 3] = frames[k]
 
 
 def save_shard(path: Path, samples: PairSamples, visual: np.ndarray) -> None:

@@ -29,7 +29,7 @@ normalises where it needs to.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import open_clip
@@ -134,13 +134,13 @@ class RegionEncoder:
         return (pixels - self._mean) / self._std
 
 
-def _tower_tokens(visual: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+def _tower_tokens(visual: Any, pixels: torch.Tensor) -> torch.Tensor:
     """Output tokens of the last transformer block, before ln_post: (B, 1 + G*G, W)."""
     x = visual._embeds(pixels)  # (B, 1 + G*G, W): patch embedding, CLS, positions, ln_pre
     return visual.transformer(x)
 
 
-def _project(visual: torch.nn.Module, token: torch.Tensor) -> torch.Tensor:
+def _project(visual: Any, token: torch.Tensor) -> torch.Tensor:
     """The tower's head on pooled tokens: final LayerNorm then projection, (..., W) -> (..., D)."""
     out = visual.ln_post(token)
     return out @ visual.proj if visual.proj is not None else out

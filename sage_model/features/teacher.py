@@ -91,7 +91,7 @@ class TeacherSettings(BaseModel):
 
     def generation(self) -> Generation:
         """The backend's default decoding with this run's overrides."""
-        changes = {"max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size}
+        changes: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size}
         return dataclasses.replace(
             default_generation(self.backend), **{k: v for k, v in changes.items() if v}
         )
@@ -195,9 +195,11 @@ def describe_video(
     video_file: Path,
     boxes: np.ndarray,
     keyframes: np.ndarray,
-    frames_per_batch: int = 8,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(prompts, texts), each (n, T, 4) object arrays, for one video's rows."""
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(prompts, texts, distinct questions asked): (n, T, 4) object arrays for one video's rows.
+
+    Frames are decoded in order and questions are sent as soon as a generation batch is full.
+    """
     plan = plan_questions(boxes, keyframes)
     prompts: list[str] = [""] * len(plan.keys)
     texts: list[str] = [""] * len(plan.keys)
@@ -205,11 +207,15 @@ def describe_video(
     for frame, image in iter_frames(video_file, plan.requests):
         for k in plan.requests[frame]:
             pending.append((k, _request(plan.keys[k], image)))
-        if len(pending) >= frames_per_batch * 4:
+        if len(pending) >= backend.generation.batch_size:
             _answer(backend, pending, prompts, texts)
             pending = []
     _answer(backend, pending, prompts, texts)
-    return np.array(prompts, dtype=object)[plan.answer], np.array(texts, dtype=object)[plan.answer]
+    return (
+        np.array(prompts, dtype=object)[plan.answer],
+        np.array(texts, dtype=object)[plan.answer],
+        len(plan.keys),
+    )
 
 
 def _request(key: tuple, image: np.ndarray) -> DescriptionRequest:
@@ -314,7 +320,7 @@ class TeacherWorker:
             rows = slice(job.row_start, job.row_end)
             boxes, keyframes = np.asarray(store.boxes[rows]), np.asarray(store.keyframes[rows])
             video_file = find_video(Path(job.videos_dir), job.video_id)
-            prompts, texts = describe_video(self.backend, video_file, boxes, keyframes)
+            prompts, texts, questions = describe_video(self.backend, video_file, boxes, keyframes)
             text = encode_descriptions(self.clip, texts)
             table = description_table(
                 store, job, prompts, texts, self.backend.model_id, self.backend.generation.to_json()
@@ -323,10 +329,7 @@ class TeacherWorker:
         except (ValueError, FileNotFoundError, OSError) as exc:
             summary["error"] = str(exc).splitlines()[0]
             return summary
-        summary.update(
-            questions=int(len(np.unique(texts.reshape(-1).astype(str)))) if len(texts) else 0,
-            seconds=time.perf_counter() - started,
-        )
+        summary.update(questions=questions, seconds=time.perf_counter() - started)
         return summary
 
 

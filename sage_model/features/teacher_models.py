@@ -286,7 +286,8 @@ def _load_pretrained(name: str, model_path: Path | None) -> tuple[Any, Any, str]
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, dtype=dtype)
-    return model.to(device).eval(), processor, f"{name}:{path.name}"
+    model = model.to(device)  # type: ignore[arg-type]
+    return model.eval(), processor, f"{name}:{path.name}"
 
 
 TINY_SEED = 0
@@ -325,6 +326,7 @@ def build_tiny_backend(generation: Generation) -> CropBackend:
         tokenizer=tokenizer,
         num_query_tokens=4,
     )
+    image_token = int(tokenizer.convert_tokens_to_ids("<image>"))  # type: ignore[arg-type]
     n_vocab = len(tokenizer)
     config = Blip2Config(
         vision_config=Blip2VisionConfig(
@@ -356,13 +358,13 @@ def build_tiny_backend(generation: Generation) -> CropBackend:
             eos_token_id=2,
         ).to_dict(),
         num_query_tokens=4,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_token_index=image_token,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         model = Blip2ForConditionalGeneration(config).eval()
     # Random weights favour <unk> (most prompt words are unknown to the tiny vocabulary): never emit
     # special tokens, so the descriptions are (nonsense) words.
-    suppress = tuple(vocab[s] for s in specials) + (config.image_token_index,)
+    suppress = tuple(vocab[s] for s in specials) + (image_token,)
     generation = dataclasses.replace(generation, suppress_tokens=suppress)
     return CropBackend(model, processor, f"tiny-blip2-seed{TINY_SEED}", generation, torch.device("cpu"))
