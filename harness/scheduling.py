@@ -372,3 +372,77 @@ def run_search(
 def worker_gpu_ids() -> list[str]:
     """GPU ids Ray assigned to the current trial process (empty on CPU)."""
     return [str(g) for g in ray.get_gpu_ids()]
+
+
+# --- Ray Data: per-video batch work (harness extract / harness teacher, issue #8) -------------
+
+
+class _VideoActor:
+    """A Ray Data actor: builds the (model-holding) worker once, then maps job JSON strings."""
+
+    def __init__(self, worker_cls: type, settings_json: str) -> None:
+        self.worker = worker_cls(settings_json)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        return {"summary": [json.dumps(self.worker(str(job))) for job in batch["job"]]}
+
+
+def video_actor_plan(
+    cluster: ClusterInfo, jobs: int, *, gpus_per_actor: float, cpus_per_actor: float, actors: int | None
+) -> tuple[int, float]:
+    """(actor count, GPUs per actor): GPU actors only where the cluster has GPUs, never more actors
+    than jobs, and by default as many as the cluster's GPUs (or CPUs) allow."""
+    if cpus_per_actor > cluster.max_node_cpus:
+        raise ValueError(
+            f"--cpus-per-actor: {cpus_per_actor} exceeds the largest node ({cluster.max_node_cpus:g} CPUs)"
+        )
+    gpus = gpus_per_actor if cluster.gpus > 0 else 0.0
+    if gpus > cluster.max_node_gpus:
+        raise ValueError(
+            f"--gpus-per-actor: {gpus} exceeds the largest node ({cluster.max_node_gpus:g} GPUs)"
+        )
+    if actors is None:
+        actors = int(cluster.gpus // gpus) if gpus > 0 else int(cluster.cpus // cpus_per_actor)
+    return max(1, min(actors, jobs)), gpus
+
+
+def map_videos(
+    worker_cls: type,
+    settings_json: str,
+    jobs: Sequence[str],
+    *,
+    gpus_per_actor: float = 1.0,
+    cpus_per_actor: float = 1.0,
+    actors: int | None = None,
+    batch_size: int = 1,
+) -> Iterator[dict[str, Any]]:
+    """Run ``worker_cls(settings_json)(job)`` for every job on a pool of Ray Data actors.
+
+    Must be called inside :func:`ray_cluster`. Each actor builds one worker (one model); jobs are
+    handed out ``batch_size`` at a time; summaries are yielded as they finish (any order), so the
+    caller can show progress. GPUs are requested only where the cluster has them.
+    """
+    if not jobs:
+        return
+    import ray.data
+
+    count, gpus = video_actor_plan(
+        _cluster_info(started_here=False), len(jobs), gpus_per_actor=gpus_per_actor,
+        cpus_per_actor=cpus_per_actor, actors=actors,
+    )  # fmt: skip
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    items = ray.data.from_items([{"job": job} for job in jobs], override_num_blocks=len(jobs))
+    summaries = items.map_batches(
+        _VideoActor,
+        fn_constructor_args=(worker_cls, settings_json),
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=count),
+        num_cpus=cpus_per_actor,
+        num_gpus=gpus,
+    )
+    for row in summaries.iter_rows():
+        yield json.loads(row["summary"])
