@@ -98,7 +98,7 @@ def test_teacher_features_add_what_the_visual_features_lack(root: DatasetRoot) -
     plain = probes(root, teacher=None)["base"][0]
     blip2 = probes(root, teacher="blip2")["base"][0]
     asmv2 = probes(root, teacher="asmv2")["base"][0]
-    assert plain + 0.02 < blip2 < asmv2 - 0.05
+    assert plain + 0.03 < blip2 < asmv2 - 0.05
 
 
 def test_spatial_predicates_show_in_the_boxes(root: DatasetRoot) -> None:

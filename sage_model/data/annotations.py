@@ -167,6 +167,9 @@ def _parse_objects(raw: dict, vocab: Vocabulary, source: str) -> dict[int, str]:
     return objects
 
 
+_NUMBER_TYPES = (int, float)  # exact types: bool is rejected
+
+
 def _parse_trajectories(per_frame: list, objects: dict[int, str], source: str) -> list[Track]:
     frames: dict[int, list[int]] = defaultdict(list)
     boxes: dict[int, list[tuple[float, float, float, float]]] = defaultdict(list)
@@ -174,16 +177,11 @@ def _parse_trajectories(per_frame: list, objects: dict[int, str], source: str) -
         if not isinstance(entries, list):
             raise _err(source, f"trajectories[{fid}]", f"expected a list, got {type(entries).__name__}")
         for j, entry in enumerate(entries):
-            key = f"trajectories[{fid}][{j}]"
-            if not isinstance(entry, dict):
-                raise _err(source, key, "expected an object {tid, bbox}")
-            tid = _get(entry, "tid", int, source, f"{key}.")
-            if tid not in objects:
-                raise _err(source, f"{key}.tid", f"tid {tid} is not declared in 'subject/objects'")
-            if frames[tid] and frames[tid][-1] == fid:
-                raise _err(source, f"{key}.tid", f"tid {tid} has two boxes in frame {fid}")
+            tid, box = _fast_entry(entry)
+            if box is None or tid not in objects or (frames[tid] and frames[tid][-1] == fid):
+                tid, box = _checked_entry(entry, objects, frames, fid, source, f"trajectories[{fid}][{j}]")
             frames[tid].append(fid)
-            boxes[tid].append(_parse_bbox(entry, source, key))
+            boxes[tid].append(box)
     fragments = []
     for tid in sorted(frames):
         f = np.asarray(frames[tid], dtype=np.int64)
@@ -191,6 +189,37 @@ def _parse_trajectories(per_frame: list, objects: dict[int, str], source: str) -
         for start, end in contiguous_runs(f):
             fragments.append(Track(tid, objects[tid], f[start:end], b[start:end]))
     return fragments
+
+
+def _fast_entry(entry: Any) -> tuple[Any, tuple[float, float, float, float] | None]:
+    """(tid, box) of a well-formed entry, box None otherwise (then the checked path says why)."""
+    try:
+        tid, bbox = entry["tid"], entry["bbox"]
+        box = (bbox["xmin"], bbox["ymin"], bbox["xmax"], bbox["ymax"])
+    except (TypeError, KeyError):
+        return None, None
+    if (
+        type(tid) is not int
+        or any(type(v) not in _NUMBER_TYPES for v in box)
+        or box[0] > box[2]
+        or box[1] > box[3]
+    ):
+        return None, None
+    return tid, box
+
+
+def _checked_entry(
+    entry: Any, objects: dict[int, str], frames: dict[int, list[int]], fid: int, source: str, key: str
+) -> tuple[int, tuple[float, float, float, float]]:
+    """Validate one per-frame entry key by key; raises on the first problem."""
+    if not isinstance(entry, dict):
+        raise _err(source, key, "expected an object {tid, bbox}")
+    tid = _get(entry, "tid", int, source, f"{key}.")
+    if tid not in objects:
+        raise _err(source, f"{key}.tid", f"tid {tid} is not declared in 'subject/objects'")
+    if frames[tid] and frames[tid][-1] == fid:
+        raise _err(source, f"{key}.tid", f"tid {tid} has two boxes in frame {fid}")
+    return tid, _parse_bbox(entry, source, key)
 
 
 def _parse_bbox(entry: dict, source: str, key: str) -> tuple[float, float, float, float]:

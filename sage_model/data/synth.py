@@ -72,7 +72,7 @@ class TeacherNoise:
     noise: float
 
 
-TEACHERS: dict[str, TeacherNoise] = {"asmv2": TeacherNoise(0.9, 0.45), "blip2": TeacherNoise(0.65, 0.9)}
+TEACHERS: dict[str, TeacherNoise] = {"asmv2": TeacherNoise(0.9, 0.45), "blip2": TeacherNoise(0.7, 0.8)}
 _DATASET_CODE = {"vidvrd": 1, "vidor": 2}
 _SPLIT_CODE = {"train": 1, "test": 2}
 _PURPOSE = {"videos": 1, "det": 2, "scene": 3, "visual": 4, "teacher": 5, "mix": 6}
@@ -242,12 +242,17 @@ SPATIAL_RULES: dict[str, Callable[[dict[str, float]], bool]] = {
 
 
 def _eligible(predicates: Sequence[str], layout: dict[str, float]) -> list[int]:
-    out = []
-    for index, name in enumerate(predicates):
-        tokens = name.split("_")
-        if all(SPATIAL_RULES[tok](layout) for tok in tokens if tok in SPATIAL_RULES):
-            out.append(index)
-    return out
+    """Indices of the predicates whose spatial name tokens the layout satisfies."""
+    return [
+        i
+        for i, rules in enumerate(_predicate_rules(tuple(predicates)))
+        if all(rule(layout) for rule in rules)
+    ]
+
+
+@cache
+def _predicate_rules(predicates: tuple[str, ...]) -> list[list[Callable[[dict[str, float]], bool]]]:
+    return [[SPATIAL_RULES[tok] for tok in name.split("_") if tok in SPATIAL_RULES] for name in predicates]
 
 
 def _pick_predicates(rng: np.random.Generator, vocab: Vocabulary, eligible: list[int]) -> list[str]:
@@ -467,7 +472,7 @@ def _relations_index(
 
 def _noise(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:
     """Gaussian noise whose vectors (last axis) have expected norm ``scale``."""
-    return rng.standard_normal(shape) * (scale / np.sqrt(shape[-1]))
+    return rng.standard_normal(shape, dtype=np.float32) * np.float32(scale / np.sqrt(shape[-1]))
 
 
 def visual_features(rng: np.random.Generator, sem: Semantics, rows: RowSemantics) -> np.ndarray:
@@ -502,11 +507,12 @@ def teacher_features(
         wrong = rng.random((n, t)) >= teacher.accuracy
         return np.where(wrong, rng.integers(0, c, size=(n, t)), true[:, None])  # (N, T)
 
-    described = rows.active.astype(bool) & (rng.random((n, t, p)) < teacher.accuracy)  # right facts
-    hallucinated = rows.active.any(axis=2, keepdims=True) & (
-        rng.random((n, t, p)) < (1 - teacher.accuracy) / p
-    )
-    union = (described | hallucinated).astype(np.float64) @ sem.predicates  # (N, T, D)
+    described = rows.active.copy()  # (N, T, P) right facts, each seen with probability `accuracy`
+    on = np.flatnonzero(described)
+    described.reshape(-1)[on[rng.random(len(on)) >= teacher.accuracy]] = 0
+    wrong = np.flatnonzero(rows.active.any(axis=2).reshape(-1) & (rng.random(n * t) >= teacher.accuracy))
+    described.reshape(n * t, p)[wrong, rng.integers(0, p, size=len(wrong))] = 1  # a hallucinated predicate
+    union = described.astype(np.float64) @ sem.predicates  # (N, T, D)
     text = np.stack(
         [
             sem.objects[seen_class(rows.subject_class)] + _noise(rng, (n, t, d), teacher.noise),

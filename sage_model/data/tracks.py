@@ -192,7 +192,7 @@ def _parse_ovmmp_track(path: Path, key: str, raw: Any, frame_offset: int) -> Tra
     except ValueError:
         raise ValueError(f"{path}: key '{key}.trajectory': frame keys must be integers") from None
     frames = np.array([f for f, _ in items], dtype=np.int64)
-    boxes = np.array([_box4(path, f"{key}.trajectory.{f}", box) for f, box in items], dtype=np.float32)
+    boxes = _boxes(path, key, items)
     if frames[0] != raw["begin_fid"] or frames[-1] + 1 != raw["end_fid"]:
         raise ValueError(
             f"{path}: key '{key}.begin_fid': [begin_fid, end_fid) = [{raw['begin_fid']}, {raw['end_fid']}) "
@@ -201,6 +201,20 @@ def _parse_ovmmp_track(path: Path, key: str, raw: Any, frame_offset: int) -> Tra
     category = raw.get("category")
     score = float(raw.get("score", 1.0))
     return Track(int(raw["tid"]), category, frames + frame_offset, boxes, score)
+
+
+def _boxes(path: Path, key: str, items: list[tuple[int, Any]]) -> np.ndarray:
+    """(n, 4) float32 boxes; the per-box check runs only when the fast conversion finds a problem."""
+    try:
+        boxes = np.array([box for _, box in items], dtype=np.float64)
+        good = boxes.shape == (len(items), 4) and all(
+            type(v) in (int, float) for _, box in items for v in box
+        )
+    except (TypeError, ValueError):
+        good = False
+    if not good or np.any(boxes[:, 0] > boxes[:, 2]) or np.any(boxes[:, 1] > boxes[:, 3]):
+        boxes = np.array([_box4(path, f"{key}.trajectory.{f}", box) for f, box in items], dtype=np.float64)
+    return boxes.astype(np.float32)
 
 
 def _box4(path: Path, key: str, box: Any) -> list[float]:
