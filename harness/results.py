@@ -134,6 +134,19 @@ def write_result(results_dir: Path, record: TrialRecord, metrics: Sequence[Metri
     return final
 
 
+def remove_stale_temp_files(results_dir: Path, study: str) -> list[Path]:
+    """Delete temp files a writer left when it died mid-write (SIGKILL, power loss, full disk).
+
+    They are never results (only the rename publishes one) and nothing else cleans them up.
+    Call it only while holding the study's lock, so no live writer owns them.
+    """
+    folder = Path(results_dir) / study
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def _check_version(path: Path) -> None:
     metadata = pq.read_schema(path).metadata or {}
     version = metadata.get(_META_KEY)

@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.expand import expand_study
-from harness.results import is_finished
+from harness.preflight import DEFAULT_MIN_FREE_MB
+from harness.results import is_finished, remove_stale_temp_files
 from harness.spec import StudySpec, TrialSpec, load_study
 from harness.trial import (
     ExperimentFn,
     RecordingContext,
     TrialOutcome,
     TrialRecorder,
-    execute_trial,
     recording_context,
+    work_entry,
 )
 
 
@@ -49,6 +50,13 @@ class RunOptions:
     #: tests use num_gpus to declare fake GPUs.
     num_cpus: int | None = None
     num_gpus: int | None = None
+    #: attempts after the first for a failing trial (exception or dead process)
+    retries: int = 0
+    #: tracking errors fail trials (and an unreachable store stops the study) instead of being
+    #: reported at the end
+    strict_tracking: bool = False
+    #: free space that --results-dir and --run-dir must have before trials start
+    min_free_mb: float = DEFAULT_MIN_FREE_MB
 
     def env_overrides(self) -> dict[str, Any]:
         """Where data and weights live on this machine, as dotted config overrides."""
@@ -89,6 +97,8 @@ class StudyOutcome:
     results_dir: Path
     tracking_uri: str | None = None
     resources: dict[str, float] = field(default_factory=dict)
+    #: tracking failures that did not stop the study (results are complete without them)
+    tracking_errors: list[str] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(t.status == status for t in self.trials)
@@ -187,12 +197,6 @@ def plan_study(spec: StudySpec, options: RunOptions) -> Plan:
     return Plan(trials, [t for t in trials if t.trial_id not in done_ids], done)
 
 
-def _work(item: tuple[TrialSpec, str, ExperimentFn | None], emit: Any) -> None:
-    """Worker entry point (module level so Ray can pickle it by reference)."""
-    trial, run_dir, experiment_fn = item
-    execute_trial(trial, Path(run_dir), emit, experiment_fn)
-
-
 class _Listener:
     """Driver side of the scheduled trials: recorders plus the progress sink."""
 
@@ -204,9 +208,19 @@ class _Listener:
         self.events = events
 
     def on_start(self, index: int) -> None:
-        self.recorders[index].start()
+        recorder = self.recorders[index]
+        recorder.awaiting_restart = False
+        if recorder.run_id is None:  # a retried attempt keeps the run its first attempt opened
+            recorder.start()
         if self.events:
             self.events.started(self.trials[index].trial_id)
+
+    def on_retry(self, index: int, error: str) -> None:
+        """Tune starts a failed trial again; count the attempt unless its error message did."""
+        recorder = self.recorders[index]
+        if recorder.open and not recorder.awaiting_restart:
+            recorder.retry(error)
+        recorder.awaiting_restart = False
 
     def on_message(self, index: int, message: dict[str, Any]) -> None:
         recorder = self.recorders[index]
@@ -255,12 +269,52 @@ def run_study(
         results_dir=options.results_dir,
     )
     if to_run:
+        _preflight(to_run, options)
         with StudyLock(options.run_dir, spec.name):
-            listener = _schedule(spec, to_run, options, experiment_fn, events, outcome)
-        outcomes.update({r.trial.trial_id: r.outcome for r in listener.recorders})
+            remove_stale_temp_files(options.results_dir, spec.name)  # a writer killed mid-write
+            if not options.force:  # a run that held the lock before us may have finished some
+                for t in to_run:
+                    if is_finished(options.results_dir, t.study, t.trial_id):
+                        outcomes[t.trial_id] = TrialOutcome(t.trial_id, t.variant, t.seed, "skipped")
+                to_run = [t for t in to_run if t.trial_id not in outcomes]
+            if to_run:
+                listener = _schedule(spec, to_run, options, experiment_fn, events, outcome)
+                outcomes.update({r.trial.trial_id: r.outcome for r in listener.recorders})
     outcome.trials = [outcomes[t.trial_id] for t in plan.trials]
     outcome.wall_s = time.perf_counter() - start
     return outcome
+
+
+def _preflight(trials: list[TrialSpec], options: RunOptions) -> None:
+    """Everything that can be known wrong before a trial starts (see :mod:`harness.preflight`)."""
+    from harness import preflight
+    from harness.tracking import default_tracking_uri
+
+    preflight.check_writable_dir(options.results_dir, flag="--results-dir", min_free_mb=options.min_free_mb)
+    preflight.check_writable_dir(options.run_dir, flag="--run-dir", min_free_mb=options.min_free_mb)
+    preflight.check_trial_inputs(trials)
+    uri = default_tracking_uri(options.run_dir)
+    preflight.require_tracking_server(uri, options.address or os.environ.get("RAY_ADDRESS"))
+    if options.strict_tracking and preflight.is_server_uri(uri):
+        problem = preflight.ping_tracking_server(uri)
+        if problem:
+            raise preflight.PreflightError(f"--strict-tracking: {problem}")
+
+
+def _check_tracking_from_nodes(scheduling: Any, uri: str, options: RunOptions, outcome: StudyOutcome) -> None:
+    """On a joined cluster, every node should reach the tracking server (issue #10)."""
+    from harness import preflight
+
+    if not (options.address or os.environ.get("RAY_ADDRESS")) or not preflight.is_server_uri(uri):
+        return
+    failures = scheduling.unreachable_from_nodes(uri.rstrip("/") + "/health")
+    if not failures:
+        return
+    text = "; ".join(f"node {node[:12]}: {reason}" for node, reason in failures.items())
+    message = f"MLflow server {uri} is unreachable from {len(failures)} node(s): {text}"
+    if options.strict_tracking:
+        raise preflight.PreflightError(f"--strict-tracking: {message}")
+    outcome.tracking_errors.append(message)
 
 
 def _absolute(options: RunOptions) -> RunOptions:
@@ -284,7 +338,14 @@ def _schedule(
 
     if events:
         events.phase("preparing the MLflow store")
-    ctx = recording_context(options.run_dir, options.results_dir, spec.name, spec.description)
+    ctx = recording_context(
+        options.run_dir,
+        options.results_dir,
+        spec.name,
+        spec.description,
+        strict_tracking=options.strict_tracking,
+        retries=options.retries,
+    )
     ctx.tracker.mark_stale_runs_killed(ctx.experiment_id)
     outcome.tracking_uri = ctx.tracker.uri
     listener = _Listener(trials, ctx, events)
@@ -298,18 +359,20 @@ def _schedule(
         ) as cluster:
             resources = scheduling.trial_resources(spec.resources.cpus, spec.resources.gpus, cluster)
             outcome.resources = resources
+            _check_tracking_from_nodes(scheduling, ctx.tracker.uri, options, outcome)
             if events:
                 events.phase(f"running on {_describe(cluster, resources)}")
             items = [(t, str(options.run_dir), experiment_fn) for t in trials]
             scheduling.run_trials(
                 items,
                 [t.trial_id for t in trials],
-                _work,
+                work_entry,
                 listener,
                 resources=resources,
                 storage_dir=options.run_dir / "tune",
                 experiment=f"{spec.name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}",
                 max_concurrent=options.max_concurrent,
+                max_failures=options.retries,
             )
     finally:
         for recorder in listener.recorders:
@@ -317,6 +380,7 @@ def _schedule(
                 recorder.kill("the study stopped before this trial finished")
                 if events:
                     events.ended(recorder.outcome)
+        outcome.tracking_errors.extend(ctx.tracker.summary())
     return listener
 
 

@@ -24,13 +24,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 # Set before ray is imported: these are read at import / init time.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no result.json/csv/tensorboard
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: Tune prints nothing
+os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # the harness records each error itself
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
@@ -152,17 +153,57 @@ class TrialListener(Protocol):
     def on_end(self, index: int, error: str | None) -> None: ...
 
 
+@runtime_checkable
+class RetryListener(TrialListener, Protocol):
+    """A listener that hears about retries (``run_trials(max_failures > 0)``)."""
+
+    def on_retry(self, index: int, error: str) -> None:
+        """An attempt died without reporting (process killed, node lost); Tune starts another."""
+        ...
+
+
+class TrialFailed(RuntimeError):
+    """Raised in a trial's process after it reported an ``error`` message, so Tune retries it."""
+
+
 #: Runs in the trial's process: ``worker_fn(item, emit)``; ``emit`` sends a JSON-able dict home.
 WorkerFn = Callable[[Any, Callable[[dict[str, Any]], None]], None]
 
 
-def _trainable(config: dict[str, Any], items: Sequence[Any], worker_fn: WorkerFn) -> None:
-    """The Tune function trainable: run one work item, forwarding its messages as reports."""
+def _trainable(
+    config: dict[str, Any], items: Sequence[Any], worker_fn: WorkerFn, raise_on_error: bool = False
+) -> None:
+    """The Tune function trainable: run one work item, forwarding its messages as reports.
+
+    Final messages (``result``/``error``) carry the Ray node id, so the driver knows where each
+    trial ran. With ``raise_on_error`` a trial whose last message is an error raises afterwards:
+    Tune then counts a failure and, within ``max_failures``, starts the trial again.
+    """
+    node_id = ray.get_runtime_context().get_node_id()
+    last: dict[str, Any] = {}
 
     def emit(message: dict[str, Any]) -> None:
+        if message.get("kind") in ("result", "error"):
+            message = {**message, "node_id": node_id}
+        last.update(message)
         tune.report({_PAYLOAD: json.dumps(message)})
 
     worker_fn(items[config["index"]], emit)
+    if raise_on_error and last.get("kind") == "error":
+        raise TrialFailed(str(last.get("error", "the trial failed")))
+
+
+def _error_text(error: BaseException | None) -> str:
+    """One line for a failed Tune trial; a dead process says so instead of Ray's last line."""
+    if error is None:
+        return "the trial process failed"
+    if isinstance(error, ray.exceptions.RayActorError | ray.exceptions.WorkerCrashedError):
+        return (
+            "the trial process died before reporting (killed by a signal, out of memory, or its node "
+            f"was lost): {type(error).__name__}"
+        )
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines else type(error).__name__
 
 
 class _Bridge(tune.Callback):
@@ -191,9 +232,11 @@ class _Bridge(tune.Callback):
         self._call("end", self.listener.on_end, trial.config["index"], None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        error = trial.get_error()
-        text = str(error).strip().splitlines()[-1] if error else "the trial process failed"
-        self._call("error", self.listener.on_end, trial.config["index"], text)
+        self._call("error", self.listener.on_end, trial.config["index"], _error_text(trial.get_error()))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if isinstance(self.listener, RetryListener):
+            self._call("retry", self.listener.on_retry, trial.config["index"], _error_text(trial.get_error()))
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its run config, callbacks included, into the experiment folder (for a
@@ -212,18 +255,23 @@ def run_trials(
     storage_dir: Path,
     experiment: str,
     max_concurrent: int | None = None,
+    max_failures: int = 0,
 ) -> float:
     """Run every item through ``worker_fn`` as Tune trials; returns the wall time of the fit.
 
-    Must be called inside :func:`ray_cluster`. Trials do not retry; one failing does not stop
-    the others. ``names`` become the trial folder names under ``storage_dir/experiment``.
+    Must be called inside :func:`ray_cluster`. One trial failing does not stop the others; a
+    failed trial (error message or dead process) is started again up to ``max_failures`` times.
+    ``names`` become the trial folder names under ``storage_dir/experiment``.
     """
     if not items:
         return 0.0
     if max_concurrent is not None and max_concurrent < 1:
         raise ValueError(f"--max-concurrent: must be >= 1, got {max_concurrent}")
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, items=list(items), worker_fn=worker_fn), resources
+        tune.with_parameters(
+            _trainable, items=list(items), worker_fn=worker_fn, raise_on_error=max_failures > 0
+        ),
+        resources,
     )
     tuner = tune.Tuner(
         trainable,
@@ -239,13 +287,51 @@ def run_trials(
             storage_path=str(Path(storage_dir).resolve()),
             verbose=0,
             callbacks=[_Bridge(listener)],
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            failure_config=tune.FailureConfig(max_failures=max_failures, fail_fast=False),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
     start = time.perf_counter()
     tuner.fit()
     return time.perf_counter() - start
+
+
+def _probe_url(url: str, timeout_s: float) -> str | None:
+    """Runs on one node: None when ``url`` answers, else why not."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return None if response.status == 200 else f"HTTP {response.status}"
+    except Exception as exc:  # any failure is the answer
+        return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+
+
+def unreachable_from_nodes(url: str, timeout_s: float = 5.0) -> dict[str, str]:
+    """``{node id: reason}`` for every alive node of the cluster that cannot GET ``url``.
+
+    Must be called inside :func:`ray_cluster`. One zero-CPU task is pinned to each node, so a
+    firewall or DNS problem on any node shows up before the study starts.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(_probe_url)
+    pending = {
+        node["NodeID"]: probe.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        ).remote(url, timeout_s)
+        for node in ray.nodes()
+        if node.get("Alive")
+    }
+    failures: dict[str, str] = {}
+    for node_id, ref in pending.items():
+        try:
+            reason = ray.get(ref, timeout=timeout_s + 60)
+        except Exception as exc:  # the probe itself could not run there
+            reason = f"probe failed: {type(exc).__name__}"
+        if reason is not None:
+            failures[node_id] = reason
+    return failures
 
 
 # --- Trials made on the fly by a search (harness tune, issue #7) ------------------------------

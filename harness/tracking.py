@@ -25,6 +25,11 @@ from typing import Any, Literal
 # check only accepts the string "true", so "1" alone would not switch telemetry off.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+# A tracking server that is down must cost seconds, not MLflow's default of 7 retries with
+# exponential backoff (minutes per call). Users who want more patience set these themselves.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag, ViewType  # noqa: E402
@@ -158,3 +163,118 @@ class Tracker:
 
     def metric_history(self, run_id: str, key: str) -> list[Any]:
         return self.client.get_metric_history(run_id, key)
+
+
+class TrackingError(ValueError):
+    """The tracking store failed and the user asked for strict tracking."""
+
+
+class GuardedTracker:
+    """A :class:`Tracker` whose failures never cost a result.
+
+    Parquet files are the source of truth and MLflow is a view of them, so by default a failing
+    tracking call (server down, network cut, database locked) is recorded in :attr:`errors` and
+    the study goes on; the CLI reports the errors at the end. After ``trip_after`` consecutive
+    failures the store is taken for down and calls are skipped for ``pause_s`` seconds, so a dead
+    server costs seconds, not an HTTP timeout per logged epoch. Calls about a run that could not
+    be created (``run_id`` None) are skipped. With ``strict`` every error is raised instead (the
+    trial that logged fails; an unreachable store stops the study before it starts).
+    """
+
+    def __init__(self, tracker: Tracker, *, strict: bool = False, trip_after: int = 3, pause_s: float = 60.0):
+        self.tracker = tracker
+        self.uri = tracker.uri
+        self.strict = strict
+        self.trip_after = trip_after
+        self.pause_s = pause_s
+        self.errors: list[str] = []
+        self.skipped = 0
+        self._failures = 0
+        self._down_until = 0.0
+
+    @property
+    def embedded(self) -> bool:
+        return self.tracker.embedded
+
+    @property
+    def client(self) -> MlflowClient:
+        return self.tracker.client
+
+    def _call(self, what: str, method: Any, *args: Any, default: Any = None) -> Any:
+        if self.strict:
+            return method(*args)
+        if time.monotonic() < self._down_until:
+            self.skipped += 1
+            return default
+        try:
+            result = method(*args)
+        except Exception as exc:  # any failure of the view must not touch the results
+            text = " ".join(str(exc).split())[:300] or type(exc).__name__
+            self.errors.append(f"{what}: {type(exc).__name__}: {text}")
+            log.warning("tracking %s failed (%s); the study goes on", what, text)
+            self._failures += 1
+            if self._failures >= self.trip_after:
+                self._down_until = time.monotonic() + self.pause_s
+                self._failures = 0
+            return default
+        self._failures = 0
+        return result
+
+    def ensure_experiment(self, study: str, description: str = "") -> str | None:
+        """The study's experiment id, or None when the store is unreachable (strict: raise)."""
+        try:
+            return self._call("create the experiment", self.tracker.ensure_experiment, study, description)
+        except Exception as exc:
+            raise TrackingError(
+                f"--strict-tracking: the MLflow tracking store {self.uri} failed before any trial started "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+            ) from None
+
+    def mark_stale_runs_killed(self, experiment_id: str | None) -> list[str]:
+        if experiment_id is None:
+            return []
+        return self._call("close stale runs", self.tracker.mark_stale_runs_killed, experiment_id, default=[])
+
+    def start_run(
+        self, experiment_id: str | None, run_name: str, params: Mapping[str, str], tags: Mapping[str, str]
+    ) -> str | None:
+        if experiment_id is None:
+            return None
+        return self._call(
+            f"start run {run_name}", self.tracker.start_run, experiment_id, run_name, params, tags
+        )
+
+    def log_metrics(self, run_id: str | None, metrics: Mapping[str, float], step: int = 0) -> None:
+        if run_id is not None:
+            self._call(f"log metrics of run {run_id}", self.tracker.log_metrics, run_id, metrics, step)
+
+    def set_tags(self, run_id: str | None, tags: Mapping[str, str]) -> None:
+        if run_id is not None:
+            self._call(f"set tags of run {run_id}", self.tracker.set_tags, run_id, tags)
+
+    def log_artifact(self, run_id: str | None, path: Path, artifact_path: str | None = None) -> None:
+        if run_id is not None:
+            self._call(
+                f"log artifact {Path(path).name}", self.tracker.log_artifact, run_id, path, artifact_path
+            )
+
+    def log_text(self, run_id: str | None, text: str, artifact_file: str) -> None:
+        if run_id is not None:
+            self._call(f"log {artifact_file}", self.tracker.log_text, run_id, text, artifact_file)
+
+    def end_run(self, run_id: str | None, status: RunStatus) -> None:
+        if run_id is not None:
+            self._call(f"close run {run_id} as {status}", self.tracker.end_run, run_id, status)
+
+    def runs(self, experiment_id: str) -> list[Any]:
+        return self.tracker.runs(experiment_id)
+
+    def metric_history(self, run_id: str, key: str) -> list[Any]:
+        return self.tracker.metric_history(run_id, key)
+
+    def summary(self) -> list[str]:
+        """What went wrong, for the end of the study: distinct errors (first seen first)."""
+        lines = list(dict.fromkeys(self.errors))
+        if self.skipped:
+            lines.append(f"{self.skipped} tracking call(s) skipped while {self.uri} was down")
+        return lines

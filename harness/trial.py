@@ -25,11 +25,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from harness.provenance import GitState, git_state, hardware_summary, package_versions
-from harness.results import MetricRow, TrialRecord, write_result
 from harness.spec import TrialSpec
+
+if TYPE_CHECKING:
+    from harness.results import TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,16 @@ def execute_trial(
     emit(message)
 
 
+def work_entry(item: tuple[TrialSpec, str, ExperimentFn | None], emit: Emit) -> None:
+    """What a Ray worker runs for one trial (module level, light imports: workers unpickle it).
+
+    The embedded synthetic dataset is generated once per run directory and shared by every trial
+    and study there (unless SAGE_DATA_CACHE says otherwise)."""
+    trial, run_dir, experiment_fn = item
+    os.environ.setdefault("SAGE_DATA_CACHE", str(Path(run_dir) / "synthetic-data"))
+    execute_trial(trial, Path(run_dir), emit, experiment_fn)
+
+
 # --------------------------------------------------------------------------------------------
 # Driver side
 # --------------------------------------------------------------------------------------------
@@ -143,6 +155,9 @@ class TrialOutcome:
     mlflow_run_id: str | None = None
     synthetic: bool | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    #: attempts made (1 + retries used) and the Ray node of the last one (None when unknown)
+    attempts: int = 1
+    node_id: str | None = None
 
 
 @dataclass
@@ -153,6 +168,8 @@ class RecordingContext:
     experiment_id: str
     results_dir: Path
     git: GitState
+    #: attempts after the first that a failing trial gets (``harness run --retries``)
+    retries: int = 0
 
 
 def final_metric_key(task: str, split: str, name: str) -> str:
@@ -169,6 +186,8 @@ class TrialRecorder:
         self.run_id: str | None = None
         self.step = 0
         self.outcome = TrialOutcome(trial.trial_id, trial.variant, trial.seed, "pending")
+        #: True between an attempt's error message and Tune restarting that attempt
+        self.awaiting_restart = False
 
     @property
     def open(self) -> bool:
@@ -209,6 +228,11 @@ class TrialRecorder:
             elif kind == "result":
                 self._finish(message)
             elif kind == "error":
+                self.outcome.node_id = message.get("node_id", self.outcome.node_id)
+                if self.outcome.attempts <= self.ctx.retries:
+                    self.retry(str(message["error"]), str(message.get("traceback", "")))
+                    self.awaiting_restart = True
+                    return
                 self.fail(
                     str(message["error"]), str(message.get("traceback", "")), float(message.get("wall_s", 0))
                 )
@@ -225,6 +249,8 @@ class TrialRecorder:
         self.step += 1
 
     def _finish(self, message: Mapping[str, Any]) -> None:
+        from harness.results import MetricRow, write_result
+
         tracker, run_id = self.ctx.tracker, self.run_id
         rows = [MetricRow(task, split, name, value) for task, split, name, value in message["metrics"]]
         final = {final_metric_key(r.task, r.split, r.metric): r.value for r in rows}
@@ -240,6 +266,7 @@ class TrialRecorder:
         self.outcome.wall_s = float(message["wall_s"])
         self.outcome.synthetic = bool(message["synthetic"])
         self.outcome.metrics = final
+        self.outcome.node_id = message.get("node_id")
 
     def _result_tags(self, message: Mapping[str, Any]) -> dict[str, str]:
         return {
@@ -249,6 +276,8 @@ class TrialRecorder:
             "teacher_hash": message["teacher_hash"],
             "synthetic": str(message["synthetic"]).lower(),
             "cuda_visible_devices": message.get("cuda_visible_devices", ""),
+            "ray_node_id": message.get("node_id", ""),
+            "attempts": str(self.outcome.attempts),
         }
 
     def _log_artifacts(self, message: Mapping[str, Any]) -> None:
@@ -267,6 +296,8 @@ class TrialRecorder:
             tracker.set_tags(run_id, {"predictions_missing": ",".join(missing)})
 
     def _record(self, message: Mapping[str, Any]) -> TrialRecord:
+        from harness.results import TrialRecord
+
         trial = self.trial
         return TrialRecord(
             study=trial.study,
@@ -289,6 +320,17 @@ class TrialRecorder:
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
             mlflow_run_id=self.run_id or "",
         )
+
+    def retry(self, error: str, details: str = "") -> None:
+        """An attempt failed and another is allowed: keep the run open, note why, count it."""
+        attempt = self.outcome.attempts
+        log.warning("trial %s: attempt %d failed (%s); retrying", self.trial.trial_id, attempt, error)
+        self.outcome.attempts = attempt + 1
+        if self.run_id is None:
+            return
+        self.ctx.tracker.set_tags(self.run_id, {f"attempt_{attempt}_error": error})
+        if details:
+            self.ctx.tracker.log_text(self.run_id, details, f"error_attempt{attempt}.txt")
 
     def fail(self, error: str, details: str = "", wall_s: float = 0.0) -> None:
         """Close the trial as failed: error tag, traceback artifact, run FAILED (best effort)."""
@@ -318,16 +360,27 @@ class TrialRecorder:
 
 
 def recording_context(
-    run_dir: Path, results_dir: Path, study: str, description: str = ""
+    run_dir: Path,
+    results_dir: Path,
+    study: str,
+    description: str = "",
+    *,
+    strict_tracking: bool = False,
+    retries: int = 0,
 ) -> RecordingContext:
-    """Create the tracking store and the study's experiment (driver, before any trial starts)."""
-    from harness.tracking import Tracker, default_tracking_uri
+    """Create the tracking store and the study's experiment (driver, before any trial starts).
+
+    Tracking failures are collected, not raised (see :class:`harness.tracking.GuardedTracker`),
+    unless ``strict_tracking``; an unreachable store then leaves ``experiment_id`` None and the
+    trials run and write their results without MLflow runs.
+    """
+    from harness.tracking import GuardedTracker, Tracker, default_tracking_uri
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker(default_tracking_uri(run_dir), run_dir)
+    tracker = GuardedTracker(Tracker(default_tracking_uri(run_dir), run_dir), strict=strict_tracking)
     experiment_id = tracker.ensure_experiment(study, description)
-    return RecordingContext(tracker, experiment_id, Path(results_dir), git_state())
+    return RecordingContext(tracker, experiment_id, Path(results_dir), git_state(), retries)  # type: ignore[arg-type]
 
 
 def run_trial(

@@ -40,6 +40,21 @@ def _check_paths(data_root: Path | None, clip_checkpoint: Path | None) -> None:
         raise FileNotFoundError(f"--clip-checkpoint: {clip_checkpoint} is not a file")
 
 
+def _report_tracking_errors(errors: list[str], shown: int = 5) -> None:
+    """Tracking failures did not stop the study; say so once, at the end, where it is read."""
+    if not errors:
+        return
+    typer.echo(
+        f"warning: {len(errors)} tracking problem(s); every finished trial's result is in Parquet, "
+        "its MLflow run may be incomplete (use --strict-tracking to make these fatal):",
+        err=True,
+    )
+    for line in errors[:shown]:
+        typer.echo(f"  {line}", err=True)
+    if len(errors) > shown:
+        typer.echo(f"  ... and {len(errors) - shown} more", err=True)
+
+
 @app.command("run")
 @user_errors
 def run(
@@ -79,6 +94,17 @@ def run(
     smoke: bool = typer.Option(
         False, "--smoke", help="One seed, one epoch per stage, 4 videos: a quick check."
     ),
+    retries: int = typer.Option(
+        0, "--retries", min=0, help="Start a failing trial again up to N times (exception or dead process)."
+    ),
+    strict_tracking: bool = typer.Option(
+        False,
+        "--strict-tracking",
+        help="Tracking errors fail the trial, an unreachable MLflow stops the study (default: report them at the end).",
+    ),
+    min_free_mb: float = typer.Option(
+        200.0, "--min-free-mb", min=0, help="Free space --results-dir and --run-dir need before trials start."
+    ),
 ) -> None:
     """Run a study: expand it into trials, skip finished ones, schedule the rest on Ray."""
     from harness.progress import StudyProgress, fmt_duration
@@ -98,6 +124,9 @@ def run(
         teacher=teacher,
         seeds=parse_seeds(seeds),
         smoke=smoke,
+        retries=retries,
+        strict_tracking=strict_tracking,
+        min_free_mb=min_free_mb,
     )
     console = Console(stderr=True)
     if data_root is None:
@@ -115,6 +144,7 @@ def run(
     typer.echo(f"results: {outcome.results_dir / spec.name}/")
     if outcome.tracking_uri:
         typer.echo(f"mlflow:  {outcome.tracking_uri} (experiment {spec.name})")
+    _report_tracking_errors(outcome.tracking_errors)
     if failed:
         typer.echo(f"{len(failed)} trial(s) failed:", err=True)
         for trial in failed:

@@ -1,0 +1,119 @@
+"""`harness validate` and the parts of `harness run` that need no Ray: skip-all, lock, exit codes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.expand import expand_study
+from harness.results import MetricRow, TrialRecord, write_result
+from harness.runner import StudyLock
+from harness.spec import load_study
+
+STUDY = """\
+name: tiny
+version: 1
+description: "cli test"
+variants:
+  - {name: "2", overrides: {model.prompt.insert_layer: 2}}
+  - {name: "6", overrides: {}}
+seeds: [0, 1]
+datasets: [vidvrd]
+"""
+
+
+@pytest.fixture()
+def study(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(STUDY)
+    return path
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def finish_all(study: Path, results_dir: Path) -> list[str]:
+    """Write a result file for every trial, as a finished run would."""
+    trials = expand_study(load_study(study))
+    for trial in trials:
+        record = TrialRecord(
+            trial.study, 1, trial.trial_id, trial.variant, trial.dataset, trial.seed, trial.config_hash,
+            "{}", "sha", False, {}, "hw", "cpu", "d", "t", True, 1.0, "now", "run",
+        )  # fmt: skip
+        write_result(results_dir, record, [MetricRow("predcls", "all", "map", 1.0)])
+    return [t.trial_id for t in trials]
+
+
+def test_validate_prints_trial_counts(study: Path) -> None:
+    code, out = invoke("validate", str(study))
+    assert code == 0
+    assert f"ok  {study}: 4 trials (2 variants x 1 datasets x 2 seeds)" in out
+
+
+def test_validate_reports_every_bad_file_with_its_line(study: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(STUDY.replace("name: tiny", "name: bad").replace("insert_layer: 2", "insert_layr: 2"))
+    code, out = invoke("validate", str(study), str(bad))
+    assert code == 2
+    assert "ok  " in out
+    assert f"error: {bad}:5: variants[0] (2).overrides: model.prompt.insert_layr: unknown field" in out
+
+
+def test_validate_repo_studies(project_root: Path) -> None:
+    code, out = invoke("validate", "--studies-dir", str(project_root / "studies"))
+    assert code == 0 and "table8_layers.yaml: 10 trials" in out
+
+
+def test_run_with_everything_finished_skips_and_says_synthetic(study: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    ids = finish_all(study, results)
+    code, out = invoke("run", str(study), "--run-dir", str(tmp_path / "runs"), "--results-dir", str(results))
+    assert code == 0, out
+    assert "SYNTHETIC DATA" in out and "NOT comparable" in out
+    assert "tiny: 0 finished, 4 already done (skipped), 0 failed" in out
+    assert sorted(p.stem for p in (results / "tiny").glob("*.parquet")) == sorted(ids)
+
+
+def test_run_refuses_while_the_study_is_locked(study: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    with StudyLock(runs, "tiny"):
+        code, out = invoke("run", str(study), "--run-dir", str(runs), "--results-dir", str(tmp_path / "r"))
+    assert code == 2
+    assert f"lock {runs.resolve()}/tiny.lock is held by PID {os.getpid()}" in out
+
+
+def test_run_user_errors_exit_2(study: Path, tmp_path: Path) -> None:
+    code, out = invoke("run", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "study file not found" in out
+    code, out = invoke("run", str(study), "--seeds", "0,x")
+    assert code == 2 and "--seeds" in out
+    code, out = invoke("run", str(study), "--seeds", "5", "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and "not in study tiny's seeds" in out
+    code, out = invoke("run", str(study), "--data-root", str(tmp_path / "nope"))
+    assert code == 2 and "--data-root" in out
+
+
+def test_real_data_flags_change_trial_identity(study: Path, tmp_path: Path) -> None:
+    # Results of the synthetic run must never be mistaken for the real run's: the ids differ.
+    results = tmp_path / "results"
+    finish_all(study, results)
+    (tmp_path / "data").mkdir()
+    runs = tmp_path / "runs"
+    with StudyLock(runs, "tiny"):  # stop before Ray: the plan alone shows nothing is skipped
+        code, out = invoke(
+            "run",
+            str(study),
+            "--run-dir",
+            str(runs),
+            "--results-dir",
+            str(results),
+            "--data-root",
+            str(tmp_path / "data"),
+        )
+    assert code == 2 and "SYNTHETIC" not in out

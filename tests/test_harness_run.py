@@ -1,0 +1,233 @@
+"""`run_study` through a real local Ray cluster and a real MLflow store.
+
+One Ray cluster serves the module (starting Ray costs seconds on 2 cores). It declares two fake
+GPUs, the way the harness proves its GPU path on a GPU-less machine; the CPU-only studies here
+ask for no GPU and so never touch them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.results import read_results
+from harness.runner import RunOptions, StudyLock, StudyLocked, run_study
+from harness.scheduling import ClusterInfo, trial_resources
+from sage_model.config import ExperimentConfig
+
+ray = pytest.importorskip("ray")
+
+# Ray workers import this module to unpickle the experiment functions below: keep its top-level
+# imports light (mlflow alone costs seconds per worker process), import the tracker where used.
+
+
+def tracker_for(run_dir: Path) -> Any:
+    from harness.tracking import Tracker
+
+    return Tracker(f"sqlite:///{run_dir}/mlflow.db", run_dir)
+
+
+STUDY = """\
+name: {name}
+version: 1
+description: "runner test"
+variants:
+{variants}
+seeds: {seeds}
+datasets: [vidvrd]
+resources: {{cpus: {cpus}, gpus: {gpus}}}
+"""
+
+
+@dataclass
+class Metric:
+    task: str
+    split: str
+    name: str
+    value: float
+
+
+@dataclass
+class EpochReport:
+    stage: int
+    epoch: int
+    metrics: dict[str, float]
+
+
+@dataclass
+class Result:
+    metrics: list[Metric]
+    predictions: dict[str, Path]
+    data_hash: str
+    teacher_hash: str
+    synthetic: bool
+    n_params: int
+    device: str
+    wall_s: float
+
+
+def _run_dir(work_dir: Path) -> Path:
+    return work_dir.parents[2]  # <run_dir>/trials/<study>/<trial_id>
+
+
+def flaky_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> Result:
+    """Layer 9 fails while <run_dir>/FAIL exists; the others report two epochs and finish."""
+    if cfg.model.prompt.insert_layer == 9 and (_run_dir(work_dir) / "FAIL").exists():
+        raise RuntimeError("injected failure for layer 9")
+    for epoch in range(2):
+        on_epoch(
+            EpochReport(1, epoch, {"train/loss": 1.0 / (epoch + 1), "val/predcls_all_map": 10.0 * epoch})
+        )
+    pred = work_dir / "predcls_all.json"
+    pred.write_text("{}")
+    value = float(cfg.model.prompt.insert_layer + cfg.seed)
+    return Result(
+        [Metric("predcls", "all", "map", value)], {"predcls_all": pred}, "d", "t", True, 1, "cpu", 0.0
+    )
+
+
+def barrier_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> Result:
+    """Wait until every trial of the study is running at once (or fail after 90 s)."""
+    barrier = _run_dir(work_dir) / "barrier"
+    barrier.mkdir(exist_ok=True)
+    (barrier / work_dir.name).write_text(os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+    deadline = time.monotonic() + 90
+    while len(list(barrier.iterdir())) < 4:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the 4 trials never ran at the same time")
+        time.sleep(0.1)
+    return Result([Metric("predcls", "all", "map", 1.0)], {}, "d", "t", True, 1, "cpu", 0.0)
+
+
+@pytest.fixture(scope="module")
+def ray_with_fake_gpus(project_root: Path) -> Any:
+    """A local Ray with 2 CPUs and 2 fake GPUs; workers can import this test module."""
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(project_root), saved) if p)
+    ray.init(
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 1024**2,
+        log_to_driver=False,
+    )
+    yield ray
+    ray.shutdown()
+    if saved is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = saved
+
+
+def write_study(
+    folder: Path, name: str, layers: list[int], seeds: str = "[0]", cpus: float = 1, gpus: float = 0
+) -> Path:
+    variants = "\n".join(
+        f'  - {{name: "{n}", overrides: {{model.prompt.insert_layer: {n}}}}}' for n in layers
+    )
+    path = folder / f"{name}.yaml"
+    path.write_text(STUDY.format(name=name, variants=variants, seeds=seeds, cpus=cpus, gpus=gpus))
+    return path
+
+
+def runs_by_status(run_dir: Path, study: str) -> Counter:
+    tracker = tracker_for(run_dir)
+    experiment = tracker.client.get_experiment_by_name(study)
+    return Counter(
+        (r.info.run_name.split("-")[1], r.info.status) for r in tracker.runs(experiment.experiment_id)
+    )
+
+
+def test_failing_trial_is_recorded_the_others_finish_and_resume_retries_it(
+    tmp_path: Path, ray_with_fake_gpus: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    study = write_study(tmp_path, "flaky", [2, 9], seeds="[0, 1]")
+    options = RunOptions(run_dir=tmp_path / "runs", results_dir=tmp_path / "results")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "FAIL").touch()
+
+    first = run_study(study, options, experiment_fn=flaky_experiment)
+    assert first.exit_code == 1
+    assert [(t.variant, t.status) for t in first.trials] == [
+        ("2", "finished"),
+        ("2", "finished"),
+        ("9", "failed"),
+        ("9", "failed"),
+    ]
+    assert all(t.error == "RuntimeError: injected failure for layer 9" for t in first.failures)
+    assert read_results(options.results_dir, "flaky").height == 2
+    assert runs_by_status(options.run_dir, "flaky") == Counter({("2", "FINISHED"): 2, ("9", "FAILED"): 2})
+    tracker = tracker_for(options.run_dir)
+    curve = tracker.metric_history(first.trials[0].mlflow_run_id, "val/predcls_all_map")
+    assert [(m.step, m.value) for m in curve] == [(0, 0.0), (1, 10.0)]
+
+    (tmp_path / "runs" / "FAIL").unlink()
+    second = run_study(study, options, experiment_fn=flaky_experiment)
+    assert second.exit_code == 0
+    assert [t.status for t in second.trials] == ["skipped", "skipped", "finished", "finished"]
+    frame = read_results(options.results_dir, "flaky")
+    assert sorted(frame["value"].to_list()) == [2.0, 3.0, 9.0, 10.0]
+    assert runs_by_status(options.run_dir, "flaky")[("9", "FINISHED")] == 2
+    assert not (options.run_dir / "flaky.lock").exists()
+
+    start = time.perf_counter()
+    third = run_study(study, options, experiment_fn=flaky_experiment)
+    assert [t.status for t in third.trials] == ["skipped"] * 4 and third.tracking_uri is None
+    assert time.perf_counter() - start < 5  # nothing to run: no Ray, no MLflow
+
+
+def test_fractional_fake_gpus_pack_two_trials_per_gpu(
+    tmp_path: Path, ray_with_fake_gpus: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    study = write_study(tmp_path, "gpus", [2], seeds="[0, 1, 2, 3]", cpus=0.25, gpus=0.5)
+    options = RunOptions(run_dir=tmp_path / "runs", results_dir=tmp_path / "results")
+    outcome = run_study(study, options, experiment_fn=barrier_experiment)
+    assert outcome.exit_code == 0, [t.error for t in outcome.failures]
+    assert outcome.resources == {"cpu": 0.25, "gpu": 0.5}
+    seen = {p.name: p.read_text() for p in (options.run_dir / "barrier").iterdir()}
+    assert Counter(seen.values()) == Counter({"0": 2, "1": 2})  # 4 concurrent trials, 2 per GPU
+    tracker = tracker_for(options.run_dir)
+    tags = {
+        r.info.run_name: r.data.tags["cuda_visible_devices"]
+        for r in tracker.runs(tracker.ensure_experiment("gpus"))
+    }
+    assert tags == seen
+
+
+def test_lock_refuses_a_second_run_of_the_same_study(tmp_path: Path) -> None:
+    study = write_study(tmp_path, "locked", [2])
+    options = RunOptions(run_dir=tmp_path / "runs", results_dir=tmp_path / "results")
+    with StudyLock(options.run_dir, "locked"):
+        with pytest.raises(StudyLocked, match=rf"locked.lock is held by PID {os.getpid()}"):
+            run_study(study, options, experiment_fn=flaky_experiment)
+    assert not (options.run_dir / "locked.lock").exists()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    lock_path = tmp_path / "s.lock"
+    lock_path.write_text(json.dumps({"pid": 999_999_999, "host": socket.gethostname(), "since": "then"}))
+    with StudyLock(tmp_path, "s") as lock:
+        assert lock.held and str(os.getpid()) in lock_path.read_text()
+    assert not lock_path.exists()
+
+
+def test_gpu_is_never_requested_from_a_cluster_without_one() -> None:
+    cpu_only = ClusterInfo("local", True, cpus=2, gpus=0, max_node_cpus=2, max_node_gpus=0)
+    assert trial_resources(1, 0.5, cpu_only) == {"cpu": 1}
+    gpu_node = ClusterInfo("local", True, cpus=16, gpus=2, max_node_cpus=16, max_node_gpus=2)
+    assert trial_resources(1, 0.5, gpu_node) == {"cpu": 1, "gpu": 0.5}
+    assert trial_resources(1, 0, gpu_node) == {"cpu": 1}
+    with pytest.raises(ValueError, match="resources.gpus: 4 per trial exceeds the largest node"):
+        trial_resources(1, 4, gpu_node)
+    with pytest.raises(ValueError, match="resources.cpus: 3 per trial exceeds the largest node"):
+        trial_resources(3, 0, cpu_only)
