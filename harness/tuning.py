@@ -69,6 +69,8 @@ TUNING_OVERRIDES: dict[str, Any] = {
     "eval.stability_noise": [],
 }
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+#: fANOVA on fewer points fits noise (Optuna computes it from 2, which is meaningless).
+MIN_IMPORTANCE_TRIALS = 3
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -552,8 +554,8 @@ def summarize(
 def param_importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
     """fANOVA importances (seeded), or None with the reason when they cannot be computed."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(complete) < 2:
-        return None, f"needs at least 2 complete trials (have {len(complete)})"
+    if len(complete) < MIN_IMPORTANCE_TRIALS:
+        return None, f"needs at least {MIN_IMPORTANCE_TRIALS} complete trials (have {len(complete)})"
     if len({t.value for t in complete}) < 2:
         return None, "every complete trial has the same objective value"
     if len(study.best_trial.params) < 2:

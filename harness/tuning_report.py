@@ -23,6 +23,7 @@ matplotlib.use("Agg")  # headless
 
 import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 SYNTHETIC_NOTE = (
     "SYNTHETIC DATA: measured on the embedded synthetic dataset with the tiny random CLIP (sage_tiny). "
@@ -167,6 +168,8 @@ def plot_history(summary: SearchSummary, path: Path) -> Path:
     if xs:
         left.step(xs, ys, where="post", color="#d62728", label="best so far")
     left.set(xlabel="trial", ylabel=summary.metric, title="optimisation history")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.legend(fontsize=8)
     for row in summary.trials:
         if row.curve:

@@ -19,15 +19,22 @@ from harness.cli.run import SYNTHETIC_BANNER, _check_paths
 @app.command("tune")
 @user_errors
 def tune(
-    study: Path = typer.Argument(..., help="Study file with a `tune:` block, e.g. studies/tune_loss_weights.yaml."),
+    study: Path = typer.Argument(
+        ..., help="Study file with a `tune:` block, e.g. studies/tune_loss_weights.yaml."
+    ),
     trials: int | None = typer.Option(
         None, "--trials", min=1, help="Finished trials the search ends with (default: tune.trials)."
     ),
     max_concurrent: int | None = typer.Option(
-        None, "--max-concurrent", min=1, help="At most K trials at once (default: tune.max_concurrent, else resources)."
+        None,
+        "--max-concurrent",
+        min=1,
+        help="At most K trials at once (default: tune.max_concurrent, else resources).",
     ),
     run_dir: Path = typer.Option(
-        Path("runs"), "--run-dir", help="Optuna storage (<run-dir>/tuning/<study>/optuna.db), MLflow store, scratch."
+        Path("runs"),
+        "--run-dir",
+        help="Optuna storage (<run-dir>/tuning/<study>/optuna.db), MLflow store, scratch.",
     ),
     reports_dir: Path = typer.Option(
         Path("reports/tuning"), "--reports-dir", help="Where the best values and the report are written."
@@ -39,9 +46,13 @@ def tune(
         None, "--data-root", help="Real dataset root (annotations + features); default: synthetic data."
     ),
     clip_checkpoint: Path | None = typer.Option(
-        None, "--clip-checkpoint", help="Local open_clip ViT-B/16 checkpoint (selects model.preset=sage_vitb16)."
+        None,
+        "--clip-checkpoint",
+        help="Local open_clip ViT-B/16 checkpoint (selects model.preset=sage_vitb16).",
     ),
-    teacher: str | None = typer.Option(None, "--teacher", help="Teacher artifact under <data-root>/teachers/."),
+    teacher: str | None = typer.Option(
+        None, "--teacher", help="Teacher artifact under <data-root>/teachers/."
+    ),
 ) -> None:
     """Search the study's `tune:` space; resumes an interrupted search where it stopped."""
     from harness.progress import fmt_duration
