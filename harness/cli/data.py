@@ -9,6 +9,9 @@ from pathlib import Path
 import typer
 
 from harness.cli.app import UserError, app, user_errors
+from sage_model.config import DataConfig
+
+_DEFAULTS = DataConfig()
 
 data_app = typer.Typer(help="Synthetic datasets and annotation checks.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -24,9 +27,9 @@ def synth(
         ..., "--out", help="Dataset root to write (reused if it holds the same settings)."
     ),
     videos: int = typer.Option(
-        24, "--videos", help="Videos per split (train and test); 1000 ~ VidVRD scale."
+        _DEFAULTS.synthetic_videos, "--videos", help="Videos per split (train and test); 1000 ~ VidVRD scale."
     ),
-    seed: int = typer.Option(0, "--seed", help="Generator seed."),
+    seed: int = typer.Option(_DEFAULTS.synthetic_seed, "--seed", help="Generator seed."),
     feature_dim: int = typer.Option(64, "--feature-dim", help="Feature width D (64 = the sage_tiny CLIP)."),
 ) -> None:
     """Write a synthetic dataset root: official-format annotations, tracklets, feature and teacher stores."""

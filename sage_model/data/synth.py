@@ -139,7 +139,10 @@ def class_semantics(vocab: Vocabulary, feature_dim: int, seed: int) -> Semantics
         lift = np.linalg.qr(np.random.default_rng([seed, 7]).standard_normal((feature_dim, width)))[0].T
     rng = np.random.default_rng([seed, _DATASET_CODE[vocab.dataset], _PURPOSE["mix"]])
     mixing = np.linalg.qr(rng.standard_normal((feature_dim, feature_dim)))[0]
-    return Semantics(objects @ lift, predicates @ lift, mixing, fingerprint)
+    f32 = np.float32  # features are stored as float16: float32 arithmetic halves the memory of big runs
+    return Semantics(
+        (objects @ lift).astype(f32), (predicates @ lift).astype(f32), mixing.astype(f32), fingerprint
+    )
 
 
 @cache
@@ -481,7 +484,7 @@ def visual_features(rng: np.random.Generator, sem: Semantics, rows: RowSemantics
     d = sem.mixing.shape[0]
     subject = np.broadcast_to(sem.objects[rows.subject_class][:, None], (n, t, d))
     obj = np.broadcast_to(sem.objects[rows.object_class][:, None], (n, t, d))
-    union = rows.active.astype(np.float64) @ sem.predicates + VIS_UNION_CLASS_WEIGHT * (subject + obj)
+    union = rows.active.astype(np.float32) @ sem.predicates + VIS_UNION_CLASS_WEIGHT * (subject + obj)
     frame = np.broadcast_to(rows.scene[:, None], (n, t, d))
     semantic = np.stack(
         [
@@ -512,7 +515,7 @@ def teacher_features(
     described.reshape(-1)[on[rng.random(len(on)) >= teacher.accuracy]] = 0
     wrong = np.flatnonzero(rows.active.any(axis=2).reshape(-1) & (rng.random(n * t) >= teacher.accuracy))
     described.reshape(n * t, p)[wrong, rng.integers(0, p, size=len(wrong))] = 1  # a hallucinated predicate
-    union = described.astype(np.float64) @ sem.predicates  # (N, T, D)
+    union = described.astype(np.float32) @ sem.predicates  # (N, T, D)
     text = np.stack(
         [
             sem.objects[seen_class(rows.subject_class)] + _noise(rng, (n, t, d), teacher.noise),
@@ -629,7 +632,7 @@ def _generate_split(
         for t in ts
     }
     scene_rng = _rng(spec, split, "scene")
-    scenes = {vid: _unit(scene_rng.standard_normal(spec.feature_dim)) for vid in videos}
+    scenes = {vid: _unit(scene_rng.standard_normal(spec.feature_dim)).astype(np.float32) for vid in videos}
     counts = {
         "videos": len(videos),
         "trajectories": sum(len(v.fragments) for v in videos.values()),
