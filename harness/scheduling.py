@@ -193,16 +193,27 @@ def _trainable(
         raise TrialFailed(str(last.get("error", "the trial failed")))
 
 
-def _error_text(error: BaseException | None) -> str:
-    """One line for a failed Tune trial; a dead process says so instead of Ray's last line."""
+#: Ray's words for a trial process that died (SIGKILL, the kernel's OOM killer, Ray's memory
+#: monitor, a lost node); the text Tune keeps is the error's string, not its type.
+_DEATH_MARKERS = ("ActorDiedError", "RayActorError", "WorkerCrashedError", "died unexpectedly",
+                  "unexpectedly exits", "OutOfMemoryError", "NodeDiedError")  # fmt: skip
+DIED = "the trial process died before reporting (killed by a signal, out of memory, or its node was lost)"
+
+
+def _error_text(error: BaseException | str | None) -> str:
+    """One line for a failed Tune trial; a dead process says so instead of Ray's last line.
+
+    At a retry Tune has not stored the error text yet (None): the trial then reported no error
+    itself, so its process died or Ray failed to run it.
+    """
     if error is None:
-        return "the trial process failed"
-    if isinstance(error, ray.exceptions.RayActorError | ray.exceptions.WorkerCrashedError):
-        return (
-            "the trial process died before reporting (killed by a signal, out of memory, or its node "
-            f"was lost): {type(error).__name__}"
-        )
-    lines = str(error).strip().splitlines()
+        return DIED
+    text = str(error).strip()
+    if isinstance(error, ray.exceptions.RayActorError | ray.exceptions.WorkerCrashedError) or any(
+        marker in text for marker in _DEATH_MARKERS
+    ):
+        return DIED
+    lines = text.splitlines()
     return lines[-1] if lines else type(error).__name__
 
 

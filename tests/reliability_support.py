@@ -118,6 +118,27 @@ def held_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = No
     return result_for(cfg, work_dir, on_epoch)
 
 
+def failing_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> Result:
+    """Layer 2 finishes; 3 raises on every attempt; 4 fails a real allocation (MemoryError); 5 is
+    killed with SIGKILL, as the kernel's OOM killer does; 6 fails its first attempt only.
+    Every attempt leaves ``marks/attempts/<trial folder>.<n>``."""
+    run_dir, layer = run_dir_of(work_dir), cfg.model.prompt.insert_layer
+    attempt = len(list((run_dir / "marks" / "attempts").glob(f"{Path(work_dir).name}.*"))) + 1
+    mark(run_dir, "attempts", Path(f"{work_dir}.{attempt}"))
+    on_epoch(EpochReport(1, 0, {"train/loss": 1.0}))
+    if layer == 3:
+        raise RuntimeError("injected failure for layer 3")
+    if layer == 4:
+        import numpy as np
+
+        np.ones(2**60, dtype=np.uint8)  # 1 EiB: the allocation itself fails
+    if layer == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if layer == 6 and attempt == 1:
+        raise ConnectionError("flaky: the data server hung up")
+    return result_for(cfg, work_dir, on_epoch)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
