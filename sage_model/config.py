@@ -144,6 +144,10 @@ class TrainConfig(Spec):
     milestones: tuple[int, ...] = Field((15, 20, 25), description="MultiStep decay epochs (per stage).")
     lr_decay: float = Field(0.1, gt=0.0, le=1.0, description="MultiStep decay factor.")
     batch_size: int = Field(32, ge=1, description="Pairs per batch.")
+    stage2_batch_size: int | None = Field(
+        None, ge=1, description="Pairs per stage-2 batch; None = batch_size. A stage-2 step costs one text-encoder "
+        "pass over the vocabulary whatever the batch, so larger batches make stage 2 cheaper per epoch.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present.")
     amp: bool = Field(True, description="Mixed precision on CUDA (ignored on the CPU).")
     val_fraction: float = Field(
