@@ -145,7 +145,7 @@ def extract(
     tracklet_frame_offset: int = typer.Option(
         0,
         "--tracklet-frame-offset",
-        help="Added to tracklet frame numbers (-1 for OV-MMP's released VidVRD file).",
+        help="Added to every tracklet frame number (0 for OV-MMP's released VidVRD file).",
     ),
     clip_checkpoint: Path | None = typer.Option(
         None, "--clip-checkpoint", help="Local open_clip CLIP ViT-B/16 checkpoint (the paper's image tower)."

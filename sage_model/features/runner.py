@@ -109,8 +109,9 @@ def _run_jobs(
 def _existing(store_dir: Path, fingerprint: str, overwrite: bool, opener: Callable[[Path], Any]) -> Any:
     """The finished store at ``store_dir`` if it has this fingerprint; clears it on ``overwrite``."""
     if not directory_is_store(store_dir):
-        if store_dir.exists() and any(store_dir.iterdir()):
-            raise ValueError(f"{store_dir}: exists but is not a finished store; remove it")
+        if store_dir.exists():  # a store whose writing was interrupted: the shards still hold its data
+            log.warning("%s: removing an unfinished store (no manifest/content hash)", store_dir)
+            shutil.rmtree(store_dir)
         return None
     existing = opener(store_dir)
     if existing.manifest.get("settings", {}).get("fingerprint") == fingerprint:
