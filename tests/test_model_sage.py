@@ -200,10 +200,9 @@ def test_append_puts_class_tokens_before_eos_so_they_reach_the_classifier(clip):
 
 
 def test_knowledge_loss_is_zero_when_the_classifier_equals_w_clip(clip):
-    model = build(
-        clip, prompt=PromptConfig(strategy="none"), adapters=AdapterConfig(visual=False, text=False)
-    )
-    model.set_stage(2)
+    """Stage 1 classifies with W_clip itself; a random classifier is far from it."""
+    model = build(clip)
+    model.set_stage(1)
     out = model(make_batch(), TRAIN_VOCAB.base_predicates, TRAIN_VOCAB.base_objects)
     torch.testing.assert_close(out.classifier, out.knowledge)
     assert float(knowledge_loss(out.classifier, out.knowledge)) == pytest.approx(0.0, abs=1e-6)
@@ -282,3 +281,17 @@ def test_fusion_without_teacher_names_the_setting(clip):
     batch.pop("teacher")
     with pytest.raises(ValueError, match="model.semantic.fusion"):
         model(batch, TRAIN_VOCAB.base_predicates, TRAIN_VOCAB.base_objects)
+
+
+def test_without_class_enhancement_the_classifier_is_the_handcrafted_template(clip):
+    model = build(
+        clip, prompt=PromptConfig(strategy="none"), adapters=AdapterConfig(visual=False, text=False)
+    )
+    classes = TRAIN_VOCAB.base_predicates
+    sentence = tokenizer()(["a video of two objects that ride."])
+    expected = torch.nn.functional.normalize(clip.encode_text(sentence), dim=-1)
+    for stage in (1, 2):
+        model.set_stage(stage)
+        with torch.no_grad():
+            torch.testing.assert_close(model.classifier(classes)[:1], expected)
+    assert not model.stage_parameters()  # nothing to train in stage 2

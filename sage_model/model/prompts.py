@@ -138,9 +138,11 @@ def build_layout(names: list[str], n_prefix: int, n_suffix: int) -> PromptLayout
     )
 
 
-def knowledge_sentences(names: list[str], template: str) -> list[str]:
-    """The hand-crafted sentences behind ``W_clip``: ``"<template> <name>."``."""
-    return [f"{template} {class_name_text(n)}." for n in names]
+def class_sentences(names: list[str], template: str) -> list[str]:
+    """The sentences behind ``W_clip`` / ``W_obj``: ``template`` with ``{}`` = the class name as words."""
+    if "{}" not in template:
+        raise ValueError(f"model.class_template: {template!r} has no '{{}}' placeholder for the class name")
+    return [template.format(class_name_text(n)) for n in names]
 
 
 class ContextTokens(nn.Module):

@@ -136,7 +136,8 @@ def run_epoch(
     model.train()
     sums = {"loss": 0.0, "l_rel": 0.0, "l_obj": 0.0, "l_int": 0.0, "l_kg": 0.0}
     seen, start = 0, time.perf_counter()
-    for batch in source.batches(cfg.batch_size, generator):
+    batch_size = cfg.stage2_batch_size if model.stage == 2 and cfg.stage2_batch_size else cfg.batch_size
+    for batch in source.batches(batch_size, generator):
         batch = to_device(batch, device)
         with autocast(device, cfg.amp):
             terms = batch_loss(model, batch, vocab)

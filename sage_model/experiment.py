@@ -1,0 +1,391 @@
+"""One SAGE experiment: data -> two-stage training -> predictions -> official metrics.
+
+``run_experiment`` is what the harness calls for every trial (docs/CONTRACTS.md). The rules it
+applies, written once here:
+
+* Data: ``cfg.data.root`` or, when it is None, the embedded synthetic dataset generated (once,
+  then reused) under ``$SAGE_DATA_CACHE`` or ``<work_dir>/../_data``.
+* Training uses the ``train`` split on ground-truth trajectories; ``train.val_fraction`` of its
+  videos (seeded by ``cfg.seed``) are held out for validation: the per-epoch PredCls curves and,
+  with ``train.select_on: val``, model selection. The test split is only read after training.
+* Tasks: PredCls = ground-truth trajectories and classes (object score 1); SGCls =
+  ground-truth trajectories, predicted classes; SGDet = detected tracklets, predicted classes.
+* Splits: ``all`` scores every predicate of the test vocabulary; ``novel`` scores only the novel
+  predicates and evaluates on ground truth with a novel predicate (objects of any class).
+* Cross-dataset (``data.test_dataset`` differs, Table 11): the model's vocabulary is the training
+  vocabulary plus the test-only names; ``novel`` then means the test dataset's predicates whose
+  name the training dataset lacks altogether (base or novel there), ``all`` every test predicate;
+  objects are always all test-dataset classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sage_model.analysis import STABILITY_FILE, classifier_features_under_noise, pick_classes, save_stability
+from sage_model.clip import build_clip
+from sage_model.config import ExperimentConfig
+from sage_model.data import DatasetRoot, FeatureStore, PairDataset, TeacherStore, split_videos
+from sage_model.data.vocab import Vocabulary
+from sage_model.model.predict import (
+    PairRows,
+    choose_objects,
+    score_pairs,
+    segment_relations,
+    video_relations,
+    write_predictions,
+)
+from sage_model.model.sage import SageModel, build_model
+from sage_model.train.seeding import seed_everything
+from sage_model.train.trainer import (
+    EpochReport,
+    TrainingVocabulary,
+    resolve_device,
+    train_two_stage,
+)
+
+log = logging.getLogger(__name__)
+METRIC_NAMES = {"mean_ap": "map", "rec_at_50": "r50", "rec_at_100": "r100"}
+TAGGING_NAMES = {"mprec_at_1": "p1", "mprec_at_5": "p5", "mprec_at_10": "p10"}
+STABILITY_PAIRS = 24
+STABILITY_CLASSES = 8
+
+__all__ = ["EpochReport", "ExperimentResult", "Metric", "run_experiment"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number of a trial: detection metrics in percent, ``params_m`` in millions, ``fps``."""
+
+    task: str
+    split: str
+    name: str
+    value: float
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    metrics: list[Metric]
+    predictions: dict[str, Path]
+    data_hash: str
+    teacher_hash: str
+    synthetic: bool
+    n_params: int
+    device: str
+    wall_s: float
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------- data
+def synthetic_cache(work_dir: Path) -> Path:
+    """Where synthetic dataset roots are generated once and shared by the trials."""
+    env = os.environ.get("SAGE_DATA_CACHE")
+    return Path(env) if env else Path(work_dir).resolve().parent / "_data"
+
+
+def resolve_roots(cfg: ExperimentConfig, work_dir: Path) -> tuple[DatasetRoot, DatasetRoot]:
+    """(training root, test root); the same root unless ``data.test_dataset`` differs."""
+    from sage_model.data import ensure_synthetic, synthetic_root_name
+
+    data = cfg.data
+    test_dataset = data.test_dataset or data.dataset
+
+    def synthetic(dataset: str) -> DatasetRoot:
+        name = synthetic_root_name(dataset, data.synthetic_videos, data.synthetic_seed)
+        return DatasetRoot.open(
+            ensure_synthetic(dataset, synthetic_cache(work_dir) / name, data.synthetic_videos, data.synthetic_seed)
+        )
+
+    train = synthetic(data.dataset) if data.root is None else DatasetRoot.open(data.root)
+    if train.dataset != data.dataset:
+        raise ValueError(f"data.root: {train.path} holds {train.dataset!r}, data.dataset is {data.dataset!r}")
+    if test_dataset == data.dataset:
+        return train, train
+    if data.root is None:
+        return train, synthetic(test_dataset)
+    if data.test_root is None:
+        raise ValueError("data.test_root: a real cross-dataset run needs the test dataset's root")
+    test = DatasetRoot.open(data.test_root)
+    if test.dataset != test_dataset:
+        raise ValueError(f"data.test_root: {test.path} holds {test.dataset!r}, data.test_dataset is {test_dataset!r}")
+    return train, test
+
+
+@dataclass(frozen=True)
+class EvalVocabulary:
+    """Class names that an evaluation scores and how they map into the model's vocabulary."""
+
+    predicates: tuple[str, ...]  # the 'all' split
+    novel: tuple[str, ...]  # the 'novel' split
+    objects: tuple[str, ...]
+
+    @classmethod
+    def build(cls, train: Vocabulary, test: Vocabulary) -> EvalVocabulary:
+        if train.dataset == test.dataset:
+            return cls(test.predicates, test.novel_predicates, test.objects)
+        lacking = tuple(p for p in test.predicates if p not in set(train.predicates))
+        return cls(test.predicates, lacking, test.objects)
+
+    def split_predicates(self, split: str) -> tuple[str, ...]:
+        return self.novel if split == "novel" else self.predicates
+
+
+def model_vocabulary(train: Vocabulary, test: Vocabulary) -> tuple[list[str], list[str]]:
+    """Training names first (so base classes stay an index prefix), then test-only names."""
+    preds = list(train.predicates) + [p for p in test.predicates if p not in set(train.predicates)]
+    objs = list(train.objects) + [o for o in test.objects if o not in set(train.objects)]
+    return preds, objs
+
+
+def class_indices(names: list[str], wanted: tuple[str, ...]) -> torch.Tensor:
+    lookup = {n: i for i, n in enumerate(names)}
+    return torch.tensor([lookup[n] for n in wanted], dtype=torch.long)
+
+
+def content_digest(*hashes: str) -> str:
+    digest = hashlib.sha256("|".join(hashes).encode()).hexdigest()
+    return digest[:16]
+
+
+class ShuffledBatches:
+    """Training batches of a :class:`PairDataset` (the trainer's ``BatchSource``)."""
+
+    def __init__(self, dataset: PairDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None):
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=generator).numpy() if generator is not None else np.arange(n)
+        for start in range(0, n, batch_size):
+            yield self.dataset.get_batch(order[start : start + batch_size])
+
+
+# ------------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalData:
+    """One evaluation set: a store (+ teacher) restricted to some videos, and its ground truth."""
+
+    store: FeatureStore
+    teacher: TeacherStore | None
+    rows: np.ndarray
+    gt: dict[str, list[dict]]
+    frames: int  # total frames of its videos (for FPS)
+
+    def dataset(self) -> PairDataset:
+        return PairDataset(self.store, self.teacher, self.rows)
+
+
+def _teacher(root: DatasetRoot, cfg: ExperimentConfig, split: str, source: str) -> TeacherStore | None:
+    if cfg.model.semantic.fusion == "none":
+        return None
+    if cfg.data.teacher == "none":
+        raise ValueError("data.teacher: 'none' leaves nothing to fuse; set model.semantic.fusion: none as well")
+    return root.teacher_store(cfg.data.teacher, split, source)
+
+
+def eval_data(root: DatasetRoot, cfg: ExperimentConfig, split: str, source: str, videos: list[str] | None) -> EvalData:
+    store = root.feature_store(split, source)
+    annotations = root.annotations(split)
+    if videos is not None:
+        keep = set(videos)
+        annotations = [a for a in annotations if a.video_id in keep]
+    from sage_model.data import ground_truth_relations
+
+    rows = store.rows.rows_of_videos([a.video_id for a in annotations])
+    frames = int(sum(a.frame_count for a in annotations))
+    return EvalData(store, _teacher(root, cfg, split, source), rows, ground_truth_relations(annotations), frames)
+
+
+def predict_task(
+    model: SageModel,
+    data: EvalData,
+    task: str,
+    splits: tuple[str, ...],
+    vocab: EvalVocabulary,
+    cfg: ExperimentConfig,
+    store_objects: tuple[str, ...],
+) -> dict[str, dict[str, list[dict]]]:
+    """Video-level predictions of one task for each split (one model pass serves all splits)."""
+    all_names = vocab.predicates
+    scores = score_pairs(
+        model,
+        data.dataset(),
+        class_indices(model.predicates, all_names),
+        class_indices(model.objects, vocab.objects),
+        batch_size=max(cfg.train.batch_size, 256) if model.cfg.prompt.strategy != "image_cond" else 32,
+    )
+    rows = PairRows.from_store(data.store, data.rows)
+    objects = choose_objects(task, rows, scores, store_objects, vocab.objects)  # type: ignore[arg-type]
+    out = {}
+    column = {name: i for i, name in enumerate(all_names)}
+    for split in splits:
+        names = vocab.split_predicates(split)
+        cols = np.array([column[n] for n in names], dtype=np.int64)
+        seg = segment_relations(rows, scores.predicate[:, cols], names, objects, cfg.eval.predicates_per_pair)
+        out[split] = video_relations(seg, list(data.gt), cfg.eval.top_k)
+    return out
+
+
+def score_predictions(
+    gt: dict[str, list[dict]], results: dict[str, list[dict]], split: str, vocab: EvalVocabulary, cfg: ExperimentConfig
+) -> dict[str, float]:
+    """Official metrics in percent, keyed by our metric names (map, r50, r100, p1, p5, p10)."""
+    from sage_model.eval import evaluate_relations
+
+    novel = set(vocab.novel) if split == "novel" else None
+    metrics = evaluate_relations(gt, results, novel_predicates=novel, tagging_divisor=cfg.eval.tagging_divisor)
+    names = METRIC_NAMES | TAGGING_NAMES
+    return {short: 100.0 * float(getattr(metrics, long)) for long, short in names.items()}
+
+
+def make_validator(
+    data: EvalData, vocab: EvalVocabulary, cfg: ExperimentConfig, store_objects: tuple[str, ...]
+) -> Callable[[SageModel], dict[str, float]]:
+    """PredCls on the held-out training videos, both splits: ``val/predcls_<split>_<metric>``."""
+    splits = tuple(s for s in ("all", "novel") if s == "all" or vocab.novel)
+
+    def validate(model: SageModel) -> dict[str, float]:
+        results = predict_task(model, data, "predcls", splits, vocab, cfg, store_objects)
+        out = {}
+        for split in splits:
+            for name, value in score_predictions(data.gt, results[split], split, vocab, cfg).items():
+                if name in ("map", "r50", "r100"):
+                    out[f"val/predcls_{split}_{name}"] = value
+        return out
+
+    return validate
+
+
+# ------------------------------------------------------------------------------- experiment
+def run_experiment(
+    cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Callable[[EpochReport], None] | None = None
+) -> ExperimentResult:
+    """Train SAGE as configured and score it on the test split; raises on any failure."""
+    started = time.perf_counter()
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.train.device)
+    train_root, test_root = resolve_roots(cfg, work_dir)
+    train_vocab, test_vocab = train_root.vocabulary, test_root.vocabulary
+    vocab = EvalVocabulary.build(train_vocab, test_vocab)
+
+    store = train_root.feature_store("train", "gt")
+    teacher = _teacher(train_root, cfg, "train", "gt")
+    train_ids, val_ids = split_videos(store.rows.video_ids(), cfg.train.val_fraction, cfg.seed)
+    if cfg.data.max_train_videos is not None:
+        train_ids = train_ids[: cfg.data.max_train_videos]
+    train_set = PairDataset(store, teacher, store.rows.rows_of_videos(train_ids))
+    if len(train_set) == 0:
+        raise ValueError(f"{store.path}: no training pairs in the {len(train_ids)} training videos")
+
+    model = _build(cfg, train_vocab, test_vocab, store, teacher)
+    validate = None
+    if cfg.eval.every_epoch and val_ids:
+        val = eval_data(train_root, cfg, "train", "gt", val_ids)
+        val_vocab = EvalVocabulary.build(train_vocab, train_vocab)
+        validate = make_validator(val, val_vocab, cfg, train_vocab.objects)
+    train_two_stage(
+        model,
+        ShuffledBatches(train_set),
+        TrainingVocabulary.from_counts(
+            len(train_vocab.base_predicates), len(train_vocab.base_objects), len(train_vocab.objects)
+        ),
+        cfg.train,
+        device=device,
+        seed=cfg.seed,
+        checkpoint_dir=work_dir,
+        fingerprint=cfg.model_dump_json(),
+        validate=validate,
+        on_epoch=on_epoch,
+    )
+
+    metrics, predictions, hashes, teacher_hashes = [], {}, [store.content_hash], []
+    if teacher is not None:
+        teacher_hashes.append(teacher.content_hash)
+    for task in cfg.eval.tasks:
+        data = eval_data(test_root, cfg, "test", "det" if task == "sgdet" else "gt", None)
+        hashes.append(data.store.content_hash)
+        if data.teacher is not None:
+            teacher_hashes.append(data.teacher.content_hash)
+        tic = time.perf_counter()
+        results = predict_task(model, data, task, cfg.eval.splits, vocab, cfg, test_vocab.objects)
+        seconds = time.perf_counter() - tic
+        for split in cfg.eval.splits:
+            path = write_predictions(work_dir / f"predictions_{task}_{split}.json", results[split])
+            predictions[f"{task}_{split}"] = path
+            for name, value in score_predictions(data.gt, results[split], split, vocab, cfg).items():
+                metrics.append(Metric(task, split, name, value))
+        if cfg.eval.measure_speed:
+            metrics += _speed_metrics(model, data, task, seconds)
+    artifacts = {}
+    if cfg.eval.stability_noise:
+        artifacts["stability"] = _stability(model, test_root, cfg, work_dir)
+    return ExperimentResult(
+        metrics=metrics,
+        predictions=predictions,
+        data_hash=content_digest(*hashes),
+        teacher_hash=content_digest(*teacher_hashes) if teacher_hashes else "",
+        synthetic=bool(train_root.synthetic and test_root.synthetic),
+        n_params=model.parameter_count(),
+        device=_device_name(device),
+        wall_s=time.perf_counter() - started,
+        artifacts=artifacts,
+    )
+
+
+def _build(
+    cfg: ExperimentConfig, train: Vocabulary, test: Vocabulary, store: FeatureStore, teacher: TeacherStore | None
+) -> SageModel:
+    preds, objs = model_vocabulary(train, test)
+    clip = build_clip(cfg.model.preset, cfg.model.clip_checkpoint)
+    return build_model(
+        cfg.model,
+        train,
+        store.feature_dim,
+        teacher_dim=int(teacher.text.shape[-1]) if teacher is not None else None,
+        frames=store.num_keyframes,
+        clip=clip,
+        predicates=preds,
+        objects=objs,
+    )
+
+
+def _speed_metrics(model: SageModel, data: EvalData, task: str, seconds: float) -> list[Metric]:
+    """Table 10: parameters (millions, CLIP text tower included) and video frames per second of
+    inference (model passes over every pair + association; features are precomputed offline)."""
+    return [
+        Metric(task, "all", "params_m", model.parameter_count() / 1e6),
+        Metric(task, "all", "fps", data.frames / max(seconds, 1e-9)),
+    ]
+
+
+def _stability(model: SageModel, root: DatasetRoot, cfg: ExperimentConfig, work_dir: Path) -> Path:
+    """Fig. 4: classifier features of a few predicates for a few test pairs under visual noise."""
+    if model.stage != 2:
+        raise ValueError("eval.stability_noise: the analysis reads the stage-2 classifier; set train.stage2_epochs > 0")
+    data = eval_data(root, cfg, "test", "gt", None)
+    picks = np.linspace(0, len(data.rows) - 1, min(STABILITY_PAIRS, len(data.rows))).round().astype(np.int64)
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in data.dataset().get_batch(picks).items()}
+    classes = pick_classes(len(model.predicates), STABILITY_CLASSES).to(device)
+    feats = classifier_features_under_noise(model, batch, classes, cfg.eval.stability_noise, seed=cfg.seed)
+    return save_stability(work_dir / STABILITY_FILE, feats)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{torch.get_num_threads()} threads"
