@@ -325,11 +325,23 @@ def test_extract_on_ray_data_actors_matches_in_process(
 
     _, local = train_root
     seen: list[str] = []
-    with ray_cluster(num_cpus=2) as cluster:
-        assert cluster.gpus == 0  # GPU actors are asked for but dropped on a GPU-less cluster
+    with ray_cluster(num_cpus=2):
         report = extract_split(
             _settings(), annotations=media["annotations"], videos=media["videos"], root=tmp_path / "root",
             mapper=partial(map_videos, gpus_per_actor=1.0, actors=2), on_result=lambda s: seen.append(s["video_id"]),
         )  # fmt: skip
     assert sorted(seen) == TRAIN_IDS and report.processed == 2
     assert report.content_hash == local.content_hash
+
+
+def test_video_actors_use_gpus_only_where_the_cluster_has_them() -> None:
+    from harness.scheduling import ClusterInfo, video_actor_plan
+
+    cpu_only = ClusterInfo("local", True, cpus=8, gpus=0, max_node_cpus=8, max_node_gpus=0)
+    assert video_actor_plan(cpu_only, 100, gpus_per_actor=1.0, cpus_per_actor=2.0, actors=None) == (4, 0.0)
+    assert video_actor_plan(cpu_only, 3, gpus_per_actor=1.0, cpus_per_actor=1.0, actors=None) == (3, 0.0)
+    gpus = ClusterInfo("local", True, cpus=32, gpus=4, max_node_cpus=16, max_node_gpus=2)
+    assert video_actor_plan(gpus, 100, gpus_per_actor=1.0, cpus_per_actor=1.0, actors=None) == (4, 1.0)
+    assert video_actor_plan(gpus, 100, gpus_per_actor=0.5, cpus_per_actor=1.0, actors=2) == (2, 0.5)
+    with pytest.raises(ValueError, match="--gpus-per-actor"):
+        video_actor_plan(gpus, 100, gpus_per_actor=4.0, cpus_per_actor=1.0, actors=None)
