@@ -130,6 +130,15 @@ def test_bad_box_is_named_when_its_boxes_are_read(tmp_path: Path, box: list) -> 
         evaluate_relations(GT, results)
 
 
+@pytest.mark.parametrize("value", [-1, 3, None, "boxes"])
+def test_trajectory_that_is_not_a_list_is_named(tmp_path: Path, value: object) -> None:
+    results = good_results()
+    results["v1"][1]["sub_traj"] = value
+    path = compact(tmp_path / "p.json", pred_file(results))
+    with pytest.raises(RelationFormatError, match="video 'v1' entry 1: 'sub_traj' must be a list"):
+        load_predictions(path)
+
+
 def test_bad_ground_truth_names_video_and_entry(tmp_path: Path) -> None:
     gt = json.loads(json.dumps(GT))
     del gt["v2"][0]["duration"]
@@ -150,20 +159,16 @@ def test_prediction_file_needs_results(tmp_path: Path) -> None:
         load_predictions(write(tmp_path / "p.json", good_results()))
 
 
-def test_annotation_folder_relations(tmp_path: Path) -> None:
-    """Official per-video files -> one GT entry per relation instance with per-frame boxes."""
-    folder = tmp_path / "test"
-    folder.mkdir()
+def _annotation(boxes_of_ball: int = 5) -> dict:
     frames = [
-        [
-            {"tid": 0, "bbox": {"xmin": f, "ymin": 0, "xmax": f + 9, "ymax": 9}},
-            {"tid": 1, "bbox": {"xmin": 1, "ymin": 1, "xmax": 5, "ymax": 5}},
-        ]
+        [{"tid": 0, "bbox": {"xmin": f, "ymin": 0, "xmax": f + 9, "ymax": 9}}]
+        + ([{"tid": 1, "bbox": {"xmin": 1, "ymin": 1, "xmax": 5, "ymax": 5}}] if f < boxes_of_ball else [])
         for f in range(5)
     ]
-    anno = {
-        "video_id": "vid",
+    return {
+        "video_id": "ILSVRC2015_train_00000001",
         "frame_count": 5,
+        "fps": 30,
         "width": 64,
         "height": 64,
         "subject/objects": [{"tid": 0, "category": "dog"}, {"tid": 1, "category": "ball"}],
@@ -172,10 +177,15 @@ def test_annotation_folder_relations(tmp_path: Path) -> None:
             {"subject_tid": 0, "object_tid": 1, "predicate": "chase", "begin_fid": 1, "end_fid": 3}
         ],
     }
-    (folder / "vid.json").write_text(json.dumps(anno))
-    gt = load_ground_truth(folder).to_official()
-    assert gt == {
-        "vid": [
+
+
+def test_annotation_folder_relations(tmp_path: Path) -> None:
+    """Official per-video files -> one GT entry per relation instance with per-frame boxes."""
+    for folder in (tmp_path / "flat", tmp_path / "root" / "test"):
+        folder.mkdir(parents=True)
+        (folder / "ILSVRC2015_train_00000001.json").write_text(json.dumps(_annotation()))
+    want = {
+        "ILSVRC2015_train_00000001": [
             {
                 "triplet": ["dog", "chase", "ball"],
                 "subject_tid": 0,
@@ -186,10 +196,13 @@ def test_annotation_folder_relations(tmp_path: Path) -> None:
             }
         ]
     }
-    anno["trajectories"][2] = anno["trajectories"][2][:1]  # the ball has no box at frame 2
-    (folder / "vid.json").write_text(json.dumps(anno))
-    with pytest.raises(RelationFormatError, match="video 'vid' relation_instances\\[0\\]"):
-        load_ground_truth(folder)
+    assert load_ground_truth(tmp_path / "flat").to_official() == want
+    assert load_ground_truth(tmp_path / "root", split="test").to_official() == want
+    (tmp_path / "flat" / "ILSVRC2015_train_00000001.json").write_text(
+        json.dumps(_annotation(boxes_of_ball=2))
+    )
+    with pytest.raises(ValueError, match="ILSVRC2015_train_00000001"):  # the ball has no box at frame 2
+        load_ground_truth(tmp_path / "flat")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,7 +28,16 @@ def evaluate(
         help="File of novel predicate names (JSON list, split file with cls2split, or one per line); "
         "default: the --dataset vocabulary's novel predicates.",
     ),
-    dataset: str = typer.Option("vidvrd", "--dataset", help="Vocabulary for --split novel: vidvrd or vidor."),
+    dataset: str = typer.Option(
+        "vidvrd",
+        "--dataset",
+        help="vidvrd or vidor: vocabulary for --split novel and format of a GT annotation folder.",
+    ),
+    gt_split: str = typer.Option(
+        "test",
+        "--gt-split",
+        help="Split to read when GT is a dataset root in the official layout (test = VidOR validation).",
+    ),
     tagging_divisor: str = typer.Option(
         "official",
         "--tagging-divisor",
@@ -49,7 +58,7 @@ def evaluate(
         raise UserError(f"--tagging-divisor: must be 'official' or 'k', got {tagging_divisor!r}")
     novel = _novel_predicates(novel_predicates, dataset) if split == "novel" else None
     metrics = evaluate_relations(
-        load_ground_truth(gt),
+        load_ground_truth(gt, dataset=dataset, split=gt_split),
         load_predictions(pred),
         novel_predicates=novel,
         tagging_divisor=tagging_divisor,  # type: ignore[arg-type]

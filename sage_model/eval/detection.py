@@ -219,15 +219,17 @@ class _Problem:
         length = np.minimum(pred.end[prow], gt.end[g]) - start
         keep = np.flatnonzero(length > 0)  # disjoint durations have vIoU 0 < threshold
         p, g, prow, start, length = p[keep], g[keep], prow[keep], start[keep], length[keep]
-        pred.bank.ensure(np.concatenate([2 * prow, 2 * prow + 1]))
-        gt.bank.ensure(np.concatenate([2 * g, 2 * g + 1]))
-        sides = [_PairSide(self, prow, g, start, role) for role in (0, 1)]
-        alive = sides[0].may_reach(length, threshold) & sides[1].may_reach(length, threshold)
+        alive = np.ones(p.shape[0], bool)
         ov = np.zeros(p.shape[0])
-        for side in sides:  # exact subject vIoU, then object vIoU only where the subject reached it
+        for role in (0, 1):  # subject first; object boxes are read only for pairs still above threshold
             idx = np.flatnonzero(alive)
-            value = side.viou(idx, length, threshold)
-            ov[idx] = value if side.role == 0 else np.minimum(ov[idx], value)
+            pred.bank.ensure(2 * prow[idx] + role)
+            gt.bank.ensure(2 * g[idx] + role)
+            side = _PairSide(self, prow[idx], g[idx], start[idx], role)
+            reach = np.flatnonzero(side.may_reach(length[idx], threshold))
+            value = np.full(idx.size, -1.0)
+            value[reach] = side.viou(reach, length[idx], threshold)
+            ov[idx] = value if role == 0 else np.minimum(ov[idx], value)
             alive[idx] = value >= threshold
         valid = np.flatnonzero(alive)
         return self._greedy(p[valid], g[valid], ov[valid])
@@ -309,8 +311,7 @@ class _Problem:
         n_videos = len(self.videos)
         ptrip = self.pred.triplet[self.rows]
         keys = self.video * max(len(self.pred.vocab), 1) + ptrip
-        _, first_idx = np.unique(keys, return_index=True)
-        upos = np.sort(first_idx)  # (U,) unique (video, triplet) in score order, grouped by video
+        upos = np.sort(first_occurrences(keys))  # (U,) unique (video, triplet) in score order, by video
         uvideo = self.video[upos]
         n_unique = np.bincount(uvideo, minlength=n_videos)
         ufirst = np.cumsum(n_unique) - n_unique
@@ -372,6 +373,16 @@ class _PairSide:
         with np.errstate(divide="ignore", invalid="ignore"):
             value = overlap / (self.vol_p[idx] + self.vol_g[idx] - overlap)
         return np.nan_to_num(value, nan=-1.0, posinf=-1.0, neginf=-1.0)
+
+
+def first_occurrences(keys: np.ndarray) -> np.ndarray:
+    """Index of the first occurrence of every distinct key (in key order). np.unique would do, but it
+    imports numpy.ma on first use, which costs more than the whole evaluation of a small case."""
+    if keys.size == 0:
+        return np.zeros(0, np.int64)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    return order[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
 
 
 def _segment_suffix_max(values: np.ndarray, segment: np.ndarray, n_segments: int) -> np.ndarray:

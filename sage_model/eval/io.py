@@ -1,9 +1,8 @@
 """Loading ground truth and predictions for the evaluator, validated, errors naming video and entry.
 
 * Ground truth: the standalone GT JSON of the official helper (``{video_id: [{triplet, subject_tid,
-  object_tid, duration, sub_traj, obj_traj}]}``) or an official annotation folder (one
-  ``<video_id>.json`` per video, possibly in group sub-folders as in VidOR), converted exactly as the
-  helper's ``get_relation_insts`` does.
+  object_tid, duration, sub_traj, obj_traj}]}``) or an official annotation folder, converted by the
+  data layer exactly as the helper's ``get_relation_insts`` does.
 * Predictions: the official submission JSON ``{version, results: {video_id: [{triplet, score,
   duration, sub_traj, obj_traj}]}}``.
 
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sage_model.eval.jsonscan import parse_json, scan_json
-from sage_model.eval.relations import RelationFormatError, RelationSet, build_relation_set
+from sage_model.eval.relations import MarkerMismatch, RelationFormatError, RelationSet, build_relation_set
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -44,84 +43,55 @@ def load_predictions(path: Path | str) -> RelationSet:
     doc = scanned.document
     if not isinstance(doc, dict) or "results" not in doc:
         raise RelationFormatError(f"{path}: a prediction file must be an object with a 'results' key")
-    return build_relation_set(doc["results"], "predictions", str(path), scanned)
+    try:
+        return build_relation_set(doc["results"], "predictions", str(path), scanned)
+    except MarkerMismatch:  # the file's own trajectory values are numbers: read it plainly to name them
+        return build_relation_set(parse_json(scanned.raw, str(path))["results"], "predictions", str(path))
 
 
-def load_ground_truth(path: Path | str) -> RelationSet:
-    """Read ground truth from a standalone GT JSON file or an official annotation folder."""
+def load_ground_truth(path: Path | str, *, dataset: str = "vidvrd", split: str = "test") -> RelationSet:
+    """Read ground truth from a standalone GT JSON file or an official annotation folder
+    (``dataset``/``split`` are used for folders only, see `ground_truth_from_annotations`)."""
     path = Path(path)
     if path.is_dir():
-        return build_relation_set(ground_truth_from_annotations(path), "ground truth", str(path))
+        gt = ground_truth_from_annotations(path, dataset, split)
+        return build_relation_set(gt, "ground truth", str(path))
     scanned = scan_json(read_bytes(path), str(path))
     doc = scanned.document
     if isinstance(doc, dict) and "results" in doc and "version" in doc:
         raise RelationFormatError(f"{path}: this is a prediction file, not ground truth")
-    return build_relation_set(doc, "ground truth", str(path), scanned)
-
-
-def annotation_files(folder: Path) -> list[Path]:
-    """The ``*.json`` files of an annotation folder (recursively, sorted by path)."""
-    files = sorted(folder.rglob("*.json"))
-    if not files:
-        raise FileNotFoundError(f"{folder}: no annotation files (*.json) in this folder")
-    return files
-
-
-def ground_truth_from_annotations(folder: Path | str) -> dict[str, list[dict[str, Any]]]:
-    """``{video_id: [relation, ...]}`` from official per-video annotation files, sorted by video id.
-
-    Same relations as the helper's ``Dataset.get_relation_insts``: one entry per relation instance,
-    triplet (subject category, predicate, object category), and the subject/object boxes of every
-    frame of ``[begin_fid, end_fid)``. A frame without a box for the subject or object is an error
-    (the helper raises a KeyError there).
-    """
-    out: dict[str, list[dict[str, Any]]] = {}
-    for path in annotation_files(Path(folder)):
-        anno = parse_json(read_bytes(path), str(path))
-        vid, relations = annotation_relations(anno, str(path))
-        if vid in out:
-            raise RelationFormatError(f"{path}: video {vid!r} appears in two annotation files")
-        out[vid] = relations
-    return dict(sorted(out.items()))
-
-
-def annotation_relations(anno: Any, source: str) -> tuple[str, list[dict[str, Any]]]:
-    """(video id, relations) of one parsed annotation file."""
     try:
-        vid = anno["video_id"]
-        categories = {obj["tid"]: obj["category"] for obj in anno["subject/objects"]}
-        frames = anno["trajectories"]
-        instances = anno["relation_instances"]
-    except (KeyError, TypeError) as exc:
-        raise RelationFormatError(f"{source}: not an official annotation file (missing {exc})") from None
-    per_frame = [{roi["tid"]: roi["bbox"] for roi in frame} for frame in frames]
-    relations = []
-    for i, inst in enumerate(instances):
-        try:
-            relations.append(_annotation_relation(inst, categories, per_frame))
-        except (KeyError, TypeError) as exc:
-            raise RelationFormatError(
-                f"{source}: video {vid!r} relation_instances[{i}]: missing {exc}"
-            ) from None
-    return vid, relations
+        return build_relation_set(doc, "ground truth", str(path), scanned)
+    except MarkerMismatch:  # the file's own trajectory values are numbers: read it plainly to name them
+        return build_relation_set(parse_json(scanned.raw, str(path)), "ground truth", str(path))
 
 
-def _annotation_relation(inst: dict, categories: dict, per_frame: list[dict]) -> dict[str, Any]:
-    sub, obj = inst["subject_tid"], inst["object_tid"]
-    begin, end = inst["begin_fid"], inst["end_fid"]
-    window = per_frame[begin:end]
-    return {
-        "triplet": [categories[sub], inst["predicate"], categories[obj]],
-        "subject_tid": sub,
-        "object_tid": obj,
-        "duration": [begin, end],
-        "sub_traj": [_box(frame[sub]) for frame in window],
-        "obj_traj": [_box(frame[obj]) for frame in window],
-    }
+def ground_truth_from_annotations(
+    folder: Path | str, dataset: str = "vidvrd", split: str = "test"
+) -> dict[str, list[dict[str, Any]]]:
+    """``{video_id: [relation, ...]}`` from official per-video annotation files (the data layer's
+    ``load_annotation_folder``/``load_annotation_file`` and ``ground_truth_relations``, which give the
+    relations of the helper's ``get_relation_insts``: one entry per relation instance, the subject and
+    object boxes of every frame of ``[begin_fid, end_fid)``).
 
+    ``folder`` is a dataset root in the official layout (``<root>/test/*.json``,
+    ``<root>/annotation/validation/<group>/*.json``; ``split`` picks the split) or directly a folder
+    of annotation files (searched recursively).
+    """
+    from sage_model.data import annotations  # imports the data layer (and torch): only for folders
 
-def _box(bbox: dict) -> list[Any]:
-    return [bbox["xmin"], bbox["ymin"], bbox["xmax"], bbox["ymax"]]
+    folder = Path(folder)
+    split_dir = annotations.split_folder(dataset, split)
+    if (folder / split_dir).is_dir() or (folder / "annotation" / split_dir).is_dir():
+        videos = annotations.load_annotation_folder(folder, dataset, split)
+    else:
+        files = sorted(folder.rglob("*.json"))
+        if not files:
+            raise FileNotFoundError(f"{folder}: no annotation files (*.json) in this folder")
+        videos = sorted(
+            (annotations.load_annotation_file(f, dataset) for f in files), key=lambda v: v.video_id
+        )
+    return annotations.ground_truth_relations(videos)
 
 
 def read_name_list(path: Path | str) -> set[str]:

@@ -7,8 +7,8 @@ the boxes of the predictions whose triplet occurs in the ground truth of their v
 How: the byte spans of every ``"sub_traj"``/``"obj_traj"`` value are located with C-speed byte
 searches, each value is replaced by a short marker string, and the small remaining document (the
 "skeleton": video ids, triplets, scores, durations) is parsed normally. Boxes are parsed later, only
-for the spans asked for, by polars' CSV reader (correctly rounded, so the floats equal what
-``json.load`` returns). Anything the fast scan does not recognise falls back to plain JSON values,
+for the spans asked for, as one flat JSON array of numbers (correctly rounded by orjson, so the
+floats equal what ``json.load`` returns). Anything the fast scan does not recognise falls back to plain JSON values,
 which the caller then treats as ordinary Python lists.
 """
 
@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 try:  # orjson is a declared dependency; stay importable without it (stdlib json is slower).
     import orjson
@@ -33,13 +35,15 @@ except ImportError:  # pragma: no cover - exercised only where orjson is missing
     orjson = None  # type: ignore[assignment]
     _loads = json.loads
 
-MARKER_PREFIX = "\x00traj:"
-"""A trajectory value replaced in the skeleton becomes the string ``MARKER_PREFIX + str(span index)``."""
+# A trajectory value replaced in the skeleton becomes the negative integer -(span index + 1): cheap to
+# parse, and never a valid trajectory (a trajectory is a list), so it cannot hide a real value; a
+# file whose own trajectory values are negative integers is caught by the permutation check of the
+# markers and re-read without the scan.
 
-_OPEN = b'_traj":[['  # compact JSON (what json.dump(..., separators) and orjson write)
-_CLOSE = b"]]"
 _WS = b" \t\r\n"
-_TRAJ_VALUE = re.compile(rb'"(?:sub|obj)_traj"\s*:\s*(\[\s*\[[^"{}:]*?\]\s*\])')
+_NUMBER_CHARS = b"0123456789.,-+eE"
+_CHUNK = 1 << 22  # bytes processed at a time (scan) / text parsed at a time (boxes)
+_TRAJ_VALUE = rb'"(?:sub|obj)_traj"\s*:\s*(\[\s*\[[^"{}:]*?\]\s*\])'  # compiled on first use
 
 
 class JsonFormatError(ValueError):
@@ -51,7 +55,7 @@ class ScannedJson:
     """A JSON document whose trajectory values are byte spans of ``raw`` instead of lists."""
 
     document: Any
-    """The parsed skeleton; each extracted trajectory value is a marker string (see `marker_index`)."""
+    """The parsed skeleton; each extracted trajectory value is a marker (see `marker_index`)."""
     raw: bytes
     starts: np.ndarray
     """(K,) int64 byte offset of the ``[`` opening trajectory span k."""
@@ -63,8 +67,8 @@ class ScannedJson:
 
 def marker_index(value: Any) -> int | None:
     """The span index a skeleton value stands for, or None when it is an ordinary JSON value."""
-    if type(value) is str and value.startswith(MARKER_PREFIX):
-        return int(value[len(MARKER_PREFIX) :])
+    if type(value) is int and value < 0:
+        return -value - 1
     return None
 
 
@@ -123,9 +127,8 @@ def _scanned(
 ) -> ScannedJson | None:
     """Parse the skeleton; None when the spans cannot have been right (the caller then falls back)."""
     skeleton = _skeleton(raw, starts, ends)
-    inside = sum(map(raw.count, [b'"'] * starts.size, starts.tolist(), ends.tolist()))
-    if skeleton.count(b'"') != raw.count(b'"') - inside + 2 * starts.size:
-        return None  # a span swallowed part of a string
+    if skeleton.count(b'"') != raw.count(b'"'):
+        return None  # a span swallowed (part of) a string
     try:
         document = parse_json(skeleton, source)
     except JsonFormatError:
@@ -137,43 +140,55 @@ def _scanned(
 def _compact_spans(raw: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(starts, ends, frames) of the trajectory spans of a compact document, or None.
 
-    In compact JSON ``_traj":[[`` opens exactly the trajectory values and the next ``]]`` closes each
-    (no other value nests lists in lists). One C-speed search per span; the key name, the order of
-    the spans and (in `_scanned`) the quotes are checked, and any surprise returns None so that the
-    general scan takes over.
+    In compact JSON a trajectory value is the only place where ``[[`` and ``]]`` occur (no other value
+    nests lists in lists), so the spans are found from the positions of all brackets with a few
+    array operations. The key before each span, the pairing and order of openings and closings and
+    (in `_scanned`) the quotes are checked; any surprise returns None and the general scan takes over.
     """
-    find, count = raw.find, raw.count
-    starts: list[int] = []
-    ends: list[int] = []
-    frames: list[int] = []
-    pos = 0
-    while True:
-        k = find(_OPEN, pos)
-        if k < 0:
-            break
-        if raw[k - 4 : k] not in (b'"sub', b'"obj'):
-            return None
-        start = k + len(_OPEN) - 2
-        end = find(_CLOSE, start) + 2
-        if end < 2:
-            return None
-        starts.append(start)
-        ends.append(end)
-        frames.append(count(b"[", start, end) - 1)
-        pos = end
-    if not starts:
+    arr = np.frombuffer(raw, np.uint8)
+    starts = _pair_positions(arr, ord("["))  # "[[" (a deeper "[[[" fails the key check)
+    ends = _pair_positions(arr, ord("]")) + 2  # just past "]]"
+    if starts.size == 0 or starts.size != ends.size:
         return None
-    s, e = np.asarray(starts, np.int64), np.asarray(ends, np.int64)
-    if np.any(s[1:] < e[:-1]):
+    if np.any(ends <= starts) or np.any(starts[1:] < ends[:-1]):
         return None
-    return s, e, np.asarray(frames, np.int64)
+    if starts[0] < 11:
+        return None
+    key = sliding_window_view(arr, 11)[starts - 11].view("S11")[:, 0]  # the 11 bytes before '['
+    if not np.all((key == b'"sub_traj":') | (key == b'"obj_traj":')):
+        return None
+    count = raw.count
+    frames = np.fromiter(
+        map(count, repeat(b"[", starts.size), starts.tolist(), ends.tolist()), np.int64, starts.size
+    )
+    return starts, ends, frames - 1
+
+
+def _pair_positions(arr: np.ndarray, byte: int) -> np.ndarray:
+    """Offsets where ``byte`` occurs twice in a row, scanned in cache-sized chunks.
+
+    Chunking with reused buffers keeps this at a few MB of memory instead of two file-sized boolean
+    arrays per byte value, whose page faults cost more than the comparisons themselves.
+    """
+    n = arr.size
+    chunk = _CHUNK
+    same = np.empty(chunk + 1, bool)
+    pair = np.empty(chunk, bool)
+    found = []
+    for c in range(0, max(n - 1, 0), chunk):
+        seg = arr[c : c + chunk + 1]
+        m = seg.size - 1
+        np.equal(seg, byte, out=same[: m + 1])
+        np.logical_and(same[:m], same[1 : m + 1], out=pair[:m])
+        found.append(np.flatnonzero(pair[:m]) + c)
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
 
 
 def _general_spans(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
     """Trajectory spans of any layout (pretty-printed, unusual spacing); a slower regex scan."""
     starts: list[int] = []
     ends: list[int] = []
-    for match in _TRAJ_VALUE.finditer(raw):
+    for match in re.finditer(_TRAJ_VALUE, raw):
         start, end = match.span(1)
         starts.append(start)
         ends.append(end)
@@ -181,13 +196,13 @@ def _general_spans(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _skeleton(raw: bytes, starts: np.ndarray, ends: np.ndarray) -> bytes:
-    """``raw`` with span k replaced by the JSON string ``"\\u0000traj:k"``."""
+    """``raw`` with span k replaced by the marker ``-(k + 1)``."""
     if starts.size == 0:
         return raw
     cut_from = [0, *ends.tolist()]
     cut_to = [*starts.tolist(), len(raw)]
     kept = [raw[a:b] for a, b in zip(cut_from, cut_to, strict=True)]
-    markers = [b'"\\u0000traj:%d"' % k for k in range(starts.size)]
+    markers = [b"%d" % -k for k in range(1, starts.size + 1)]
     return b"".join(chain.from_iterable(zip(kept, markers, strict=False))) + kept[-1]
 
 
@@ -202,58 +217,81 @@ class BoxParseError(ValueError):
 def parse_boxes(raw: bytes, starts: np.ndarray, ends: np.ndarray, frames: np.ndarray) -> np.ndarray:
     """(4, sum(frames)) float64 box columns (x1, y1, x2, y2) of the given spans, in span order.
 
-    One CSV parse for all spans: whitespace is dropped and the separators between boxes become
-    newlines, so every row is one box. A row or column count that differs from the scan's frame
-    count, or a non-finite value, means a malformed span; it is then located span by span to name it.
+    Spans are parsed in batches of a few MB of text (reused memory instead of fresh page faults):
+    each batch is joined, flattened to one JSON array of numbers and parsed by ONE orjson call
+    instead of one small list per box. orjson rounds decimal text correctly, so values equal
+    ``json.load``'s. Anything malformed is then located span by span to name it.
     """
     total = int(frames.sum())
+    out = np.empty((total, 4), np.float64)
     if total == 0:
-        return np.zeros((4, 0), np.float64)
+        return out.T.copy()
+    size = np.cumsum(ends - starts)
+    cuts = np.searchsorted(size, np.arange(_CHUNK, int(size[-1]), _CHUNK), side="right")
+    bounds = sorted({0, *cuts.tolist(), int(starts.size)})
+    row = 0
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        if hi <= lo:
+            continue
+        n = int(frames[lo:hi].sum())
+        values = _parse_batch(raw, starts[lo:hi], ends[lo:hi], n)
+        if values is None:
+            _locate_bad_span(raw, starts[lo:hi], ends[lo:hi], frames[lo:hi], offset=lo)
+            raise BoxParseError(lo, "boxes could not be parsed")  # pragma: no cover - located above
+        out[row : row + n] = values.reshape(n, 4)
+        row += n
+    return np.ascontiguousarray(out.T)
+
+
+def _parse_batch(raw: bytes, starts: np.ndarray, ends: np.ndarray, total: int) -> np.ndarray | None:
+    """(4 * total,) numbers of the spans, or None when they are not ``total`` boxes of 4 numbers."""
     text = b",".join([raw[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)])
-    text = text.translate(None, _WS).replace(b"],[", b"\n").translate(None, b"[]")
-    cols = _csv_columns(text)
-    if cols is None or cols.shape[1] != total or not np.isfinite(cols).all():
-        _locate_bad_span(raw, starts, ends, frames)
-    assert cols is not None
-    return cols
-
-
-def _csv_columns(text: bytes) -> np.ndarray | None:
-    """Rows of exactly four numbers -> (4, R) float64 columns, or None if any row is not that."""
-    import polars as pl  # heavy import, needed only when boxes are actually parsed
-
-    names = ("x1", "y1", "x2", "y2")
-    try:
-        frame = pl.read_csv(text, has_header=False, schema=dict.fromkeys(names, pl.Float64))
-    except Exception:  # polars raises several error types for malformed rows
+    if any(c in text for c in (b" ", b"\n", b"\t", b"\r")):
+        text = text.translate(None, _WS)
+    # Boxes are separated by "],[" (also between two joined spans), only number characters remain,
+    # and 4 numbers per box: a box with a wrong number of values changes the total and is caught
+    # (unless another wrong box in the same batch compensates it exactly).
+    if text.count(b"],[") + 1 != total:
         return None
-    if frame.null_count().sum_horizontal().item() != 0:
+    flat = text.replace(b"],[", b",").translate(None, b"[]")
+    if flat.translate(None, _NUMBER_CHARS):
         return None
-    return np.stack([frame.get_column(name).to_numpy() for name in names])
+    with gc_paused():
+        try:
+            numbers = parse_json(b"[" + flat + b"]", "boxes")
+            values = np.fromiter(numbers, np.float64, len(numbers))
+        except (ValueError, TypeError, OverflowError):
+            return None
+    if values.size != 4 * total or not np.isfinite(values).all():
+        return None
+    return values
 
 
-def _locate_bad_span(raw: bytes, starts: np.ndarray, ends: np.ndarray, frames: np.ndarray) -> None:
+def _locate_bad_span(
+    raw: bytes, starts: np.ndarray, ends: np.ndarray, frames: np.ndarray, offset: int = 0
+) -> None:
     """Raise BoxParseError for the first span that is not a list of ``frames[k]`` 4-number boxes."""
     for k, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
         try:
             value = parse_json(raw[a:b], "trajectory")
         except JsonFormatError:
-            raise BoxParseError(k, "is not valid JSON") from None
+            raise BoxParseError(offset + k, "is not valid JSON") from None
         problem = box_list_problem(value, int(frames[k]))
         if problem:
-            raise BoxParseError(k, problem)
-    raise BoxParseError(0, "boxes could not be parsed")
+            raise BoxParseError(offset + k, problem)
 
 
 def box_list_problem(value: Any, frames: int | None = None) -> str | None:
     """Why ``value`` is not a list of [x1, y1, x2, y2] finite-number boxes (None when it is)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
     if not isinstance(value, list | tuple):
         return f"must be a list of [x1, y1, x2, y2] boxes, got {type(value).__name__}"
     for i, box in enumerate(value):
         if not isinstance(box, list | tuple) or len(box) != 4:
             return f"box {i} must be [x1, y1, x2, y2], got {box!r}"[:200]
         for c in box:
-            if type(c) not in (int, float) or c != c or c in (float("inf"), float("-inf")):
+            if type(c) not in (int, float) or not math.isfinite(c):
                 return f"box {i} has a non-finite or non-number coordinate {c!r}"
     if frames is not None and len(value) != frames:
         return f"has {len(value)} boxes, expected {frames}"

@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Literal
 
 import numpy as np
 
 from sage_model.eval.jsonscan import (
-    MARKER_PREFIX,
     BoxParseError,
     ScannedJson,
     box_list_problem,
@@ -35,6 +36,7 @@ Kind = Literal["ground truth", "predictions"]
 _PRED_KEYS = ("triplet", "score", "duration", "sub_traj", "obj_traj")
 _GT_KEYS = ("triplet", "duration", "sub_traj", "obj_traj")
 _ROLES = ("sub_traj", "obj_traj")
+_NUMBER_TYPES = {int, float, np.float64, np.float32, np.int64, np.int32}
 _MAX_BOUND_AREA = 1e12  # beyond this the integer area bound could overflow: pruning is switched off
 
 
@@ -73,7 +75,8 @@ class TrajectoryBank:
         """Parse the boxes of trajectories ``ids`` that are not parsed yet (one batch)."""
         if ids.size == 0:
             return
-        missing = np.unique(ids[self.first[ids] < 0])
+        missing = np.sort(ids[self.first[ids] < 0])
+        missing = missing[np.concatenate([[True], missing[1:] != missing[:-1]])] if missing.size else missing
         if missing.size == 0:
             return
         try:
@@ -254,38 +257,47 @@ def _build(videos: Mapping[str, Any], kind: Kind, source: str, scanned: ScannedJ
 
 
 def _gather(videos: Mapping[str, Any], kind: Kind, source: str) -> _Columns:
-    """One tight pass over all entries; any anomaly is re-examined slowly to name it."""
+    """Pull the fields of every entry into columns with C-level iteration; an anomaly (missing key,
+    entry that is not an object) is re-examined slowly to name its video and entry."""
     keys = _PRED_KEYS if kind == "predictions" else _GT_KEYS
+    getter = itemgetter(*keys)
     cols = _Columns()
-    if kind == "ground truth":
-        cols.extras = {"subject_tid": [], "object_tid": []}
-    trip, scores, durs, trajs = cols.triplets, cols.scores, cols.durations, cols.trajectories
+    rows: list[tuple[Any, ...]] = []
     for vid, entries in videos.items():
         if not isinstance(vid, str) or not isinstance(entries, list | tuple):
             raise RelationFormatError(f"{source}: video {vid!r}: expected a list of relations")
         cols.videos.append(vid)
         cols.counts.append(len(entries))
-        for i, entry in enumerate(entries):
-            try:
-                trip.append(entry["triplet"])
-                durs.append(entry["duration"])
-                trajs.append(entry["sub_traj"])
-                trajs.append(entry["obj_traj"])
-                if kind == "predictions":
-                    scores.append(entry["score"])
-                else:
-                    cols.extras["subject_tid"].append(entry.get("subject_tid", -1))
-                    cols.extras["object_tid"].append(entry.get("object_tid", -1))
-            except (KeyError, TypeError, AttributeError):
-                raise RelationFormatError(
-                    f"{_where(source, vid, i)}: {_entry_problem(entry, keys)}"
-                ) from None
+        try:
+            rows.extend(map(getter, entries))
+        except (KeyError, TypeError, AttributeError):
+            for i, entry in enumerate(entries):
+                if not isinstance(entry, Mapping) or any(k not in entry for k in keys):
+                    raise RelationFormatError(
+                        f"{_where(source, vid, i)}: {_entry_problem(entry, keys)}"
+                    ) from None
+            raise
+    if rows:
+        columns = list(zip(*rows, strict=True))
+        cols.triplets, cols.durations = list(columns[0]), list(columns[1 if kind == "ground truth" else 2])
+        if kind == "predictions":
+            cols.scores = list(columns[1])
+        cols.trajectories = list(chain.from_iterable(zip(columns[-2], columns[-1], strict=True)))
     if kind == "ground truth":
-        for name, vals in cols.extras.items():
-            if not all(type(x) is int for x in vals):
-                row = next(r for r, x in enumerate(vals) if type(x) is not int)
-                raise RelationFormatError(f"{_row_where(cols, source, row)}: {name!r} must be an integer")
+        cols.extras = _gt_track_ids(videos, cols, source)
     return cols
+
+
+def _gt_track_ids(videos: Mapping[str, Any], cols: _Columns, source: str) -> dict[str, list[int]]:
+    """``subject_tid``/``object_tid`` of ground-truth entries (-1 where absent; must be integers)."""
+    extras: dict[str, list[int]] = {}
+    for name in ("subject_tid", "object_tid"):
+        vals = [entry.get(name, -1) for entries in videos.values() for entry in entries]
+        if not all(type(x) is int for x in vals):
+            row = next(r for r, x in enumerate(vals) if type(x) is not int)
+            raise RelationFormatError(f"{_row_where(cols, source, row)}: {name!r} must be an integer")
+        extras[name] = vals
+    return extras
 
 
 def _entry_problem(entry: Any, keys: Sequence[str]) -> str:
@@ -311,27 +323,35 @@ def _row_where(cols: _Columns, source: str, row: int) -> str:
 
 def _triplet_column(cols: _Columns, kind: Kind, source: str) -> tuple[tuple[Triplet, ...], np.ndarray]:
     """Distinct triplets (validated once each) and the per-row index into them."""
-    index: dict[Any, int] = {}
-    ids = np.empty(len(cols.triplets), np.int64)
-    vocab: list[Triplet] = []
-    for row, t in enumerate(cols.triplets):
-        key = tuple(t) if type(t) is list else t
-        try:
-            ids[row] = index[key]
-        except KeyError:
-            if not (
-                type(key) is tuple and len(key) == 3 and all(type(x) is str for x in key)
-            ):  # also rejects unhashable values
-                raise RelationFormatError(
-                    f"{_row_where(cols, source, row)}: 'triplet' must be [subject, predicate, object] strings, got {t!r}"
-                ) from None
-            index[key] = ids[row] = len(vocab)
-            vocab.append(key)
-        except TypeError:
-            raise RelationFormatError(
-                f"{_row_where(cols, source, row)}: 'triplet' must be [subject, predicate, object] strings, got {t!r}"
-            ) from None
-    return tuple(vocab), ids
+    raw = cols.triplets
+    if not set(map(type, raw)) <= {list, tuple}:
+        row = next(r for r, t in enumerate(raw) if type(t) not in (list, tuple))
+        raise RelationFormatError(f"{_row_where(cols, source, row)}: {_triplet_problem(raw[row])}")
+    try:
+        keys = list(map(tuple, raw))
+        index: dict[Any, int] = dict.fromkeys(keys, 0)  # insertion order = first occurrence
+    except TypeError:  # an unhashable element (a nested list)
+        row = next(r for r, t in enumerate(raw) if not _hashable(t))
+        raise RelationFormatError(f"{_row_where(cols, source, row)}: {_triplet_problem(raw[row])}") from None
+    vocab = tuple(index)
+    for i, key in enumerate(vocab):
+        if len(key) != 3 or not all(type(x) is str for x in key):
+            row = keys.index(key)
+            raise RelationFormatError(f"{_row_where(cols, source, row)}: {_triplet_problem(raw[row])}")
+        index[key] = i
+    return vocab, np.fromiter(map(index.__getitem__, keys), np.int64, len(keys))
+
+
+def _triplet_problem(value: Any) -> str:
+    return f"'triplet' must be [subject, predicate, object] strings, got {value!r}"
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(tuple(value))
+    except TypeError:
+        return False
+    return True
 
 
 def _score_column(cols: _Columns, kind: Kind, source: str) -> np.ndarray:
@@ -339,7 +359,7 @@ def _score_column(cols: _Columns, kind: Kind, source: str) -> np.ndarray:
     n = len(cols.triplets)
     if kind == "ground truth":
         return np.ones(n, np.float64)
-    ok = all(type(s) is float or type(s) is int for s in cols.scores)
+    ok = set(map(type, cols.scores)) <= {float, int}
     score = np.asarray(cols.scores, np.float64) if ok else None
     if score is not None and np.isfinite(score).all():
         return score
@@ -379,19 +399,16 @@ def _duration_column(cols: _Columns, source: str) -> tuple[np.ndarray, np.ndarra
 def _trajectory_bank(
     relset: RelationSet, values: list[Any], lengths: np.ndarray, scanned: ScannedJson | None
 ) -> TrajectoryBank:
-    """A bank whose boxes come from the file's byte spans (markers) or from Python lists."""
-    k = len(values)
-    span_of = np.full(k, -1, np.int64)
-    frames = np.full(k, -1, np.int64)
-    lists: dict[int, Any] = {}
-    if scanned is not None and k:
-        span_of, lists = _marker_spans(values)
-        has_span = span_of >= 0
-        frames[has_span] = scanned.frames[span_of[has_span]]
+    """A bank whose boxes come from the file's byte spans (markers) or from lists/arrays of boxes."""
+    if scanned is not None and values:
+        span_of, lists = _marker_spans(values, int(scanned.starts.size))
     else:
-        lists = dict(enumerate(values))
-    for t, value in lists.items():
-        frames[t] = len(value) if isinstance(value, list | tuple) else -2
+        span_of, lists = np.full(len(values), -1, np.int64), dict(enumerate(values))
+    frames = np.full(len(values), -1, np.int64)
+    has_span = span_of >= 0
+    frames[has_span] = scanned.frames[span_of[has_span]] if scanned is not None else 0
+    if lists:
+        frames[list(lists)] = _lengths(list(lists.values()))
 
     def describe(t: int) -> str:
         return f"{relset.entry_name(t // 2)}: '{_ROLES[t % 2]}'"
@@ -415,20 +432,46 @@ def _trajectory_bank(
     return TrajectoryBank(lengths, load, describe)
 
 
-def _marker_spans(values: list[Any]) -> tuple[np.ndarray, dict[int, Any]]:
-    """Span index per trajectory value (-1 where the value is an ordinary list kept in ``lists``)."""
-    skip = len(MARKER_PREFIX)
-    if all(type(v) is str and v.startswith(MARKER_PREFIX) for v in values):
-        return np.fromiter((int(v[skip:]) for v in values), np.int64, len(values)), {}
-    span_of = np.full(len(values), -1, np.int64)
+def _lengths(values: list[Any]) -> np.ndarray:
+    """(K,) number of boxes of each list/array value (-2 for a value that is not a sequence)."""
+    if set(map(type, values)) <= {list, tuple, np.ndarray}:
+        return np.fromiter(map(len, values), np.int64, len(values))
+    return np.fromiter(
+        (len(v) if isinstance(v, list | tuple | np.ndarray) else -2 for v in values), np.int64, len(values)
+    )
+
+
+def _marker_spans(values: list[Any], n_spans: int) -> tuple[np.ndarray, dict[int, Any]]:
+    """Span index per trajectory value (-1 where the value is an ordinary list kept in ``lists``).
+
+    Every span must be claimed by exactly one value; otherwise the file itself held negative integers
+    as trajectory values and `MarkerMismatch` asks the caller to re-read it without the scan.
+    """
+    span_of = None
     lists: dict[int, Any] = {}
-    for t, v in enumerate(values):
-        idx = marker_index(v)
-        if idx is None:
-            lists[t] = v
-        else:
-            span_of[t] = idx
+    if set(map(type, values)) == {int}:
+        span_of = -np.fromiter(values, np.int64, len(values)) - 1
+        if span_of.min(initial=0) < 0:  # a non-negative integer: a (bad) value of the file itself
+            span_of = None
+    if span_of is None:
+        span_of = np.full(len(values), -1, np.int64)
+        lists = {}
+        for t, v in enumerate(values):
+            idx = marker_index(v)
+            if idx is None:
+                lists[t] = v
+            else:
+                span_of[t] = idx
+    used = span_of[span_of >= 0]
+    if used.size != n_spans or (n_spans and np.bincount(used, minlength=n_spans).max(initial=0) != 1):
+        raise MarkerMismatch
+    if used.size and used.max() >= n_spans:
+        raise MarkerMismatch
     return span_of, lists
+
+
+class MarkerMismatch(Exception):
+    """The skeleton's markers do not map one-to-one onto the scanned spans."""
 
 
 def _load_boxes(
@@ -455,22 +498,37 @@ def _load_boxes(
         except BoxParseError as exc:
             raise BoxParseError(int(sel[exc.span]), str(exc)) from None
         out[:, ragged_arange(offsets[sel], lengths[ids[sel]])] = cols
-    for j in np.flatnonzero(~from_span).tolist():
-        value = lists[int(ids[j])]
-        arr = _list_boxes(value)
-        if arr is None:
-            raise BoxParseError(j, box_list_problem(value) or "must be a list of [x1, y1, x2, y2] boxes")
-        out[:, offsets[j] : offsets[j] + arr.shape[0]] = arr.T
+    sel = np.flatnonzero(~from_span)
+    values = [lists[t] for t in ids[sel].tolist()]
+    out[:, ragged_arange(offsets[sel], lengths[ids[sel]])] = _value_boxes(values)
     return out
 
 
-def _list_boxes(value: Any) -> np.ndarray | None:
-    """(L, 4) float64 from a list of boxes, or None unless it is a list of finite 4-number boxes."""
+def _value_boxes(values: list[Any]) -> np.ndarray:
+    """(4, F) columns of many lists (or arrays) of boxes; BoxParseError names the first bad one.
+
+    Lists are flattened with C-level iteration into one ``np.fromiter`` call: per-list numpy
+    conversion costs ~100x more per box. Box sizes and coordinate types are checked first so that a
+    3-number box or a string coordinate cannot slip through.
+    """
+    if values and all(type(v) is np.ndarray for v in values):
+        arrays = [np.asarray(v, np.float64) for v in values]
+        if all(a.ndim == 2 and a.shape[1] == 4 for a in arrays):
+            cols = np.concatenate(arrays).T
+            if np.isfinite(cols).all():
+                return np.ascontiguousarray(cols)
+    boxes = list(chain.from_iterable(values))
     try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError):  # ragged
-        return None
-    if arr.dtype.kind not in "iuf" or arr.ndim != 2 or arr.shape[1] != 4:
-        return None  # strings, None, nested junk
-    arr = arr.astype(np.float64)
-    return arr if np.isfinite(arr).all() else None
+        sizes_ok = set(map(len, boxes)) <= {4}
+        coords_ok = sizes_ok and set(map(type, chain.from_iterable(boxes))) <= _NUMBER_TYPES
+    except TypeError:  # a box that is not a sequence
+        coords_ok = False
+    if coords_ok:
+        flat = np.fromiter(chain.from_iterable(boxes), np.float64, 4 * len(boxes))
+        if np.isfinite(flat).all():
+            return np.ascontiguousarray(flat.reshape(-1, 4).T)
+    for j, value in enumerate(values):
+        problem = box_list_problem(value)
+        if problem:
+            raise BoxParseError(j, problem)
+    raise BoxParseError(0, "boxes could not be read")
