@@ -138,6 +138,12 @@ def _open_array(directory: Path, name: str, spec: Mapping[str, Any]) -> np.ndarr
     return array
 
 
+_REQUIRED_KEYS = {
+    FEATURE_FORMAT: ("arrays", "num_rows", "num_keyframes", "feature_dim", "synthetic"),
+    TEACHER_FORMAT: ("arrays", "num_rows", "name", "feature_store_hash"),
+}
+
+
 def _read_manifest(directory: Path, expected_format: str) -> tuple[dict[str, Any], str]:
     directory = Path(directory)
     manifest_path, hash_path = directory / "manifest.json", directory / "content_hash"
@@ -155,6 +161,9 @@ def _read_manifest(directory: Path, expected_format: str) -> tuple[dict[str, Any
         raise ValueError(
             f"{manifest_path}: key 'format_version': expected {FORMAT_VERSION}, got {manifest.get('format_version')!r}"
         )
+    for key in _REQUIRED_KEYS[expected_format]:
+        if key not in manifest:
+            raise ValueError(f"{manifest_path}: key '{key}': missing")
     if not hash_path.is_file():
         raise FileNotFoundError(f"{hash_path}: content hash file is missing")
     return manifest, hash_path.read_text(encoding="utf-8").strip()

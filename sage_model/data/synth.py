@@ -445,7 +445,8 @@ def row_semantics(
         keyframes = samples.keyframes[row]  # (T,)
         for begin, end, pred in rel_index[vid].get((s_origin, o_origin), ()):
             active[row, :, pred] |= ((keyframes >= begin) & (keyframes < end)).astype(np.uint8)
-    scene = np.stack([scenes[str(v)] for v in samples.video_id]) if n else np.zeros((0, 0))
+    width = len(next(iter(scenes.values())))
+    scene = np.stack([scenes[str(v)] for v in samples.video_id]) if n else np.zeros((0, width), np.float32)
     return RowSemantics(sub_cls, obj_cls, active, scene)
 
 
