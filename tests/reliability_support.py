@@ -178,6 +178,7 @@ class MlflowServer:
 
     uri: str
     process: subprocess.Popen
+    db: Path  # its sqlite store, readable directly once it is stopped
 
     def stop(self) -> None:
         """SIGTERM, as a service manager would; then make sure the whole group is gone."""
@@ -207,7 +208,7 @@ def mlflow_server(folder: Path) -> Iterator[MlflowServer]:
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **QUIET_ENV}, start_new_session=True
     )
-    server = MlflowServer(f"http://127.0.0.1:{port}", process)
+    server = MlflowServer(f"http://127.0.0.1:{port}", process, folder / "server.db")
     try:
         wait_for(lambda: http_ok(f"{server.uri}/health") or process.poll() is not None, 180, "mlflow server")
         assert process.poll() is None, (folder / "server.log").read_text()[-2000:]
