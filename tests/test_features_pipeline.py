@@ -328,7 +328,7 @@ def test_extract_on_ray_data_actors_matches_in_process(
     with ray_cluster(num_cpus=2):
         report = extract_split(
             _settings(), annotations=media["annotations"], videos=media["videos"], root=tmp_path / "root",
-            mapper=partial(map_videos, gpus_per_actor=1.0, actors=2), on_result=lambda s: seen.append(s["video_id"]),
+            mapper=partial(map_videos, gpus_per_actor=1.0, actors=1), on_result=lambda s: seen.append(s["video_id"]),
         )  # fmt: skip
     assert sorted(seen) == TRAIN_IDS and report.processed == 2
     assert report.content_hash == local.content_hash

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sage_model.clip import build_clip, model_fingerprint
 from sage_model.data.annotations import VideoAnnotation, annotation_files, load_annotation_file
 from sage_model.data.samples import PairSamples, plan_pair_samples
+from sage_model.data.segments import NUM_KEYFRAMES
 from sage_model.data.store import FeatureStore, write_feature_store
 from sage_model.data.tracks import load_ovmmp_tracks, write_ovmmp_tracks
 from sage_model.data.vocab import load_vocabulary
@@ -220,11 +221,12 @@ def save_shard(path: Path, samples: PairSamples, visual: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def load_shard(path: Path) -> tuple[PairSamples, np.ndarray]:
+def load_shard_samples(path: Path) -> PairSamples:
+    """The samples of a shard (its features stay on disk)."""
     with np.load(path, allow_pickle=False) as data:
         columns = {f.name: data[f.name] for f in fields(PairSamples)}
-        columns["video_id"] = columns["video_id"].astype(object)
-        return PairSamples(**columns), data["visual"]
+    columns["video_id"] = columns["video_id"].astype(object)
+    return PairSamples(**columns)
 
 
 class FeatureWorker:
@@ -290,22 +292,20 @@ def assemble_feature_store(
     missing = [j.video_id for j in jobs if not Path(j.shard).is_file()]
     if missing:
         raise ValueError(f"{len(missing)} videos have no features yet (e.g. {missing[0]}); run extract again")
+    if not jobs:
+        raise ValueError(f"{settings.dataset} {settings.split}: no videos to assemble")
     vocab = load_vocabulary(settings.dataset)
-    parts, sizes, shape = [], [], None
-    for job in jobs:
-        samples, visual = load_shard(Path(job.shard))
-        parts.append(samples)
-        sizes.append(len(samples))
-        shape = visual.shape[1:]
-    assert shape is not None, "no jobs"
+    parts = [load_shard_samples(Path(job.shard)) for job in jobs]  # small: no features yet
     samples = PairSamples.concat(parts, len(vocab.predicates))
+    shape = (len(samples), NUM_KEYFRAMES, 4, int(feature_model["embed_dim"]))
     buffer_path = Path(jobs[0].shard).parent / "visual.buffer.npy"
-    visual = np.lib.format.open_memmap(buffer_path, mode="w+", dtype=np.float16, shape=(len(samples), *shape))
+    visual = np.lib.format.open_memmap(buffer_path, mode="w+", dtype=np.float16, shape=shape)
     offset = 0
-    for job, size in zip(jobs, sizes, strict=True):
-        if size:
-            visual[offset : offset + size] = load_shard(Path(job.shard))[1]
-        offset += size
+    for job, part in zip(jobs, parts, strict=True):
+        if len(part):
+            with np.load(job.shard, allow_pickle=False) as data:
+                visual[offset : offset + len(part)] = data["visual"]
+        offset += len(part)
     visual.flush()
     store = write_feature_store(
         out_dir,

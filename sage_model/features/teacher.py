@@ -353,31 +353,33 @@ def assemble_teacher_store(
     teacher_model: dict[str, Any],
     extra_settings: dict[str, Any],
 ) -> TeacherStore:
-    """Concatenate the shards into the teacher store and write ``descriptions.parquet`` beside it."""
+    """Concatenate the shards into the teacher store and write ``descriptions.parquet`` beside it.
+
+    Streams shard by shard: the features go into a memory-mapped buffer and the descriptions
+    through one Parquet writer, so VidOR-sized artifacts never have to fit in memory.
+    """
     missing = [j.video_id for j in jobs if not Path(j.shard).is_file()]
     if missing:
         raise ValueError(
             f"{len(missing)} videos have no descriptions yet (e.g. {missing[0]}); run teacher again"
         )
-    dim = None
-    work = Path(jobs[0].shard).parent if jobs else out_dir.parent
-    buffer_path = work / "text.buffer.npy"
-    tables = []
-    text = None
-    for job in jobs:
-        with np.load(job.shard, allow_pickle=False) as data:
-            part = data["text"]
-        if text is None:
-            dim = part.shape[-1]
-            text = np.lib.format.open_memmap(
-                buffer_path, mode="w+", dtype=np.float16, shape=(len(store), store.num_keyframes, 4, dim)
-            )
-        text[job.row_start : job.row_end] = part
-        tables.append(pq.read_table(Path(job.shard).with_suffix(".parquet")))
-    if text is None:
+    if not jobs:
         raise ValueError(f"{store.path}: the feature store has no rows to describe")
-    descriptions = pa.concat_tables(tables) if tables else DESCRIPTION_SCHEMA.empty_table()
-    digest = hashlib.sha256("\0".join(descriptions.column("text").to_pylist()).encode()).hexdigest()
+    work = Path(jobs[0].shard).parent
+    buffer_path, parquet_path = work / "text.buffer.npy", work / DESCRIPTIONS_FILE
+    dim = int(teacher_model["text_encoder"]["embed_dim"])
+    text = np.lib.format.open_memmap(
+        buffer_path, mode="w+", dtype=np.float16, shape=(len(store), store.num_keyframes, 4, dim)
+    )
+    digest = hashlib.sha256()
+    with pq.ParquetWriter(parquet_path, DESCRIPTION_SCHEMA, compression="zstd") as writer:
+        for job in jobs:
+            with np.load(job.shard, allow_pickle=False) as data:
+                text[job.row_start : job.row_end] = data["text"]
+            table = pq.read_table(Path(job.shard).with_suffix(".parquet"), schema=DESCRIPTION_SCHEMA)
+            writer.write_table(table)
+            for value in table.column("text").to_pylist():
+                digest.update(value.encode() + b"\0")
     text.flush()
     teacher = write_teacher_store(
         out_dir,
@@ -386,9 +388,13 @@ def assemble_teacher_store(
         store=store,
         teacher_model=teacher_model,
         synthetic=False,
-        settings={**extra_settings, "descriptions_sha256": digest, "descriptions": DESCRIPTIONS_FILE},
+        settings={
+            **extra_settings,
+            "descriptions_sha256": digest.hexdigest(),
+            "descriptions": DESCRIPTIONS_FILE,
+        },
     )
-    pq.write_table(descriptions, Path(out_dir) / DESCRIPTIONS_FILE, compression="zstd")
+    os.replace(parquet_path, Path(out_dir) / DESCRIPTIONS_FILE)
     del text
     buffer_path.unlink()
     return teacher
