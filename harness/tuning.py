@@ -373,7 +373,11 @@ class _Search:
         if value is not None and math.isfinite(value):
             live.ot.report(float(value), live.step)
             live.values.append(float(value))
-            live.prune = live.ot.should_prune()
+            # at the last epoch stopping saves nothing and would turn a full measurement into a partial one
+            last = (
+                live.step + 1 >= live.spec.config.train.stage1_epochs + live.spec.config.train.stage2_epochs
+            )
+            live.prune = not last and live.ot.should_prune()
         live.step += 1
 
     def _complete(self, live: _Live) -> None:
