@@ -122,7 +122,7 @@ def test_report_draws_the_tsne_from_the_trials_files_and_notes_what_is_missing(c
     assert (tmp_path / "out" / "plots" / "toy_stability-tsne.png").is_file()
     notes = outcome.tables[0].notes
     assert any(n.startswith("t-SNE: Image-Cond:") and "is missing" in n for n in notes)
-    assert any(n.startswith("Class-Aware: mean cosine") and "1: 1.000" in n for n in notes)
+    assert any(n.startswith("Class-Aware: mean cosine") and "1: 1.0000" in n for n in notes)
     assert "Class-Aware: mean cosine" in (tmp_path / "out" / "toy_stability.md").read_text()
 
 

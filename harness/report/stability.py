@@ -52,7 +52,7 @@ def stability_figure(
             notes.append(f"t-SNE: {variant}: {path} is missing (run dir moved or on another node?)")
             continue
         feats = load_stability(path)
-        cosines = ", ".join(f"{level:g}: {cos:.3f}" for level, cos in feats.mean_cosine_to_clean().items())
+        cosines = ", ".join(f"{level:g}: {cos:.4f}" for level, cos in feats.mean_cosine_to_clean().items())
         notes.append(
             f"{variant}: mean cosine of the classifier to its noise-free self, per noise level: {cosines}"
         )
