@@ -166,3 +166,70 @@ def test_tiny_teacher_is_deterministic_and_real_backends_need_a_local_model(tmp_
         load_backend("asmv2", tmp_path)
     with pytest.raises(ValueError, match="unknown backend"):
         load_backend("gpt", tmp_path)
+
+
+def _save_tiny_llava(folder: Path) -> None:
+    """A random LLaVA-1.5-shaped model + processor saved like a converted ASMv2 (no patch_size)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import (
+        AddedToken,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    words = [
+        "<unk>",
+        "<s>",
+        "</s>",
+        "<pad>",
+        "<image>",
+        *"a the of and scene subject object dog runs".split(),
+    ]
+    vocab = {w: i for i, w in enumerate(words)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.decoder = decoders.WordPiece(prefix="##")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False)], special_tokens=True)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=28, patch_size=14)  # fmt: skip
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                       pad_token_id=3, bos_token_id=1, eos_token_id=2)  # fmt: skip
+    config = LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=4,
+                         vision_feature_layer=-2, vision_feature_select_strategy="default", pad_token_id=3)  # fmt: skip
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+
+
+def test_real_backends_load_local_checkpoints_and_generate(tmp_path: Path) -> None:
+    from sage_model.features.teacher_models import Generation
+
+    frame = np.random.default_rng(1).integers(0, 255, (60, 90, 3), dtype=np.uint8)
+    requests = [DescriptionRequest(frame, np.array([0.1, 0.1, 0.5, 0.5]), np.array([0.4, 0.3, 0.9, 0.9]), p)
+                for p in PERSPECTIVES]  # fmt: skip
+    generation = Generation(max_new_tokens=3, batch_size=3)
+
+    _save_tiny_llava(tmp_path / "asmv2")
+    asmv2 = load_backend("asmv2", tmp_path / "asmv2", generation)
+    prompts, texts = describe(asmv2, requests)
+    assert len(texts) == 4 and all(texts)
+    # frame 90 x 60 padded to 90 x 90 (15 px above): subject y1 = (0.1 * 60 + 15) / 90 -> 233
+    assert "<ref>the subject</ref><box>[[100, 233, 500, 500]]</box>" in prompts[0]
+    assert asmv2.model_id.startswith("asmv2:asmv2")
+
+    tiny = load_backend("tiny", None)  # a BLIP-2: save it as a checkpoint and load it back as blip2
+    tiny.model.save_pretrained(tmp_path / "blip2")
+    tiny.processor.save_pretrained(tmp_path / "blip2")
+    blip2 = load_backend("blip2", tmp_path / "blip2", generation)
+    prompts, texts = describe(blip2, requests)
+    assert len(texts) == 4 and prompts[3].startswith("Question: Describe the scene")

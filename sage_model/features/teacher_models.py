@@ -287,7 +287,27 @@ def _load_pretrained(name: str, model_path: Path | None) -> tuple[Any, Any, str]
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, dtype=dtype)
     model = model.to(device)  # type: ignore[arg-type]
+    complete_processor(processor, model.config)
     return model.eval(), processor, f"{name}:{path.name}"
+
+
+def complete_processor(processor: Any, config: Any) -> None:
+    """Fill the image-token fields that older checkpoints and conversions leave empty.
+
+    Recent transformers expand ``<image>`` into one token per visual token inside the processor;
+    a BLIP-2 snapshot without ``num_query_tokens`` or a LLaVA conversion without ``patch_size``
+    (as ``convert_llava_weights_to_hf.py`` writes it) would then fail or misalign. The values come
+    from the model's own config; a CLIP vision tower adds its CLS token (which LLaVA's ``default``
+    feature strategy drops again), as in the llava-hf processors.
+    """
+    if getattr(processor, "num_query_tokens", False) is None and hasattr(config, "num_query_tokens"):
+        processor.num_query_tokens = config.num_query_tokens
+    if hasattr(processor, "patch_size") and processor.patch_size is None:
+        processor.patch_size = config.vision_config.patch_size
+        if getattr(processor, "vision_feature_select_strategy", None) is None:
+            processor.vision_feature_select_strategy = config.vision_feature_select_strategy
+        if not processor.num_additional_image_tokens and config.vision_config.model_type == "clip_vision_model":
+            processor.num_additional_image_tokens = 1
 
 
 TINY_SEED = 0
