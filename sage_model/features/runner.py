@@ -216,7 +216,6 @@ def teacher_split(
     started = time.perf_counter()
     root = Path(root)
     if settings.backend != "tiny":
-        model_identity(settings.backend, settings.model_path)  # fails early on a missing path
         if settings.model_path is None or not Path(settings.model_path).is_dir():
             raise FileNotFoundError(
                 f"teacher.model_path: {settings.model_path} is not a local model directory "
