@@ -157,6 +157,12 @@ class TrainConfig(Spec):
         "last", description="Checkpoint kept: the last epoch, or the best validation mAP. Never the test split."
     )
     num_workers: int = Field(0, ge=0, description="DataLoader workers.")
+    shuffle_labels: bool = Field(
+        False,
+        description="Sanity control: the training targets (predicates, classes, interaction) of each pair come "
+        "from another pair (a fixed permutation seeded by the trial seed); a model that still scores well "
+        "would be reading the evaluation, not learning.",
+    )
 
 
 class DataConfig(Spec):
