@@ -89,3 +89,21 @@ def test_dict_input_gives_the_same_metrics_as_files(shared_dir: Path) -> None:
     )
     assert from_dicts == from_files
     assert evaluate_relations(gt, pred["results"]) == from_dicts
+
+
+@pytest.mark.parametrize("split", ("all", "novel"))
+def test_harness_evaluate_reproduces_the_tiny_case(shared_dir: Path, split: str) -> None:
+    """The command itself, with the packaged VidVRD vocabulary for the novel predicates."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    case_dir = _case_dir(shared_dir, "tiny")
+    want = json.loads((case_dir / "expected.json").read_text())["splits"][split]
+    args = ["evaluate", str(case_dir / "gt.json"), str(_pred_path(case_dir)), "--json", "--split", split]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.stdout)
+    for name in METRICS:
+        assert got[name] == pytest.approx(want[name], abs=TOLERANCE), name
+    assert got["video_ap"] == pytest.approx(want["per_video_ap"], abs=TOLERANCE)

@@ -105,6 +105,8 @@ def evaluate_relations(
         raise ValueError(f"tagging_divisor: must be 'official' or 'k', got {tagging_divisor!r}")
     if not 0.0 < viou_threshold <= 1.0:
         raise ValueError(f"viou_threshold: must be in (0, 1], got {viou_threshold}")
+    if unknown_videos not in ("ignore", "error"):
+        raise ValueError(f"unknown_videos: must be 'ignore' or 'error', got {unknown_videos!r}")
     gt_set = as_relation_set(gt, "ground truth")
     pred_set = as_relation_set(pred, "predictions")
     novel = None if novel_predicates is None else frozenset(novel_predicates)

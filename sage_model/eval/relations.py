@@ -144,6 +144,11 @@ class RelationSet:
         """(N,) int64 video position of every row."""
         return np.repeat(np.arange(len(self.videos)), np.diff(self.bounds))
 
+    def load_all_boxes(self) -> RelationSet:
+        """Parse every trajectory now (a file's boxes are otherwise parsed when first needed)."""
+        self.bank.ensure(np.arange(len(self.bank)))
+        return self
+
     def score_order(self) -> np.ndarray:
         """(N,) rows by video (input order), then score descending, equal scores in input order.
 
