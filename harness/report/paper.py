@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -26,6 +25,7 @@ from harness.report.render_html import render_html
 from harness.report.render_md import render_markdown
 from harness.report.stability import stability_figure
 from harness.report.tables import PaperTable, build_paper_table
+from harness.spec import StudySpec
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def build_tables(specs: Sequence[Any], results: pl.DataFrame) -> list[PaperTable]:
+def build_tables(specs: Sequence[StudySpec], results: pl.DataFrame) -> list[PaperTable]:
     """One paper table per study spec, in the order given."""
     return [build_paper_table(results, spec) for spec in specs]
 
@@ -92,7 +92,7 @@ Figures = dict[str, list[tuple[str, str, bytes]]]
 
 
 def render_figures(
-    tables: Sequence[PaperTable], specs: Sequence[Any], results: pl.DataFrame, runs_dir: Path
+    tables: Sequence[PaperTable], specs: Sequence[StudySpec], results: pl.DataFrame, runs_dir: Path
 ) -> tuple[list[PaperTable], Figures]:
     """Every table's figures (plus the Fig. 4 t-SNE where the study asks for it).
 
@@ -125,7 +125,7 @@ def _caption(table: PaperTable, slug: str) -> str:
 
 
 def write_paper_tables(
-    specs: Sequence[Any],
+    specs: Sequence[StudySpec],
     results: pl.DataFrame,
     out_dir: Path,
     *,

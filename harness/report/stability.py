@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 from matplotlib.figure import Figure
 
 from harness.report.plots import StabilityPoints, stability_scatter
 from harness.report.tables import PaperTable, current_trials
+from harness.spec import StudySpec
 from sage_model.analysis import STABILITY_FILE, load_stability, tsne_2d
 
 NOISE_KEY = "eval.stability_noise"
 
 
-def wants_stability(spec: Any) -> bool:
+def wants_stability(spec: StudySpec) -> bool:
     """Does any trial of the study run the stability analysis?"""
     return bool(spec.base.get(NOISE_KEY)) or any(v.overrides.get(NOISE_KEY) for v in spec.variants)
 
@@ -33,7 +33,7 @@ def stability_path(runs_dir: Path, study: str, trial_id: str) -> Path:
 
 
 def stability_figure(
-    table: PaperTable, spec: Any, results: pl.DataFrame, runs_dir: Path
+    table: PaperTable, spec: StudySpec, results: pl.DataFrame, runs_dir: Path
 ) -> tuple[Figure | None, PaperTable]:
     """The t-SNE figure (None when no variant has its file) and the table with notes added."""
     if not wants_stability(spec):

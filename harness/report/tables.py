@@ -15,9 +15,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import polars as pl
+
+from harness.spec import StudySpec
 
 EFFICIENCY_METRICS = frozenset({"params_m", "fps"})
 """Metrics whose absolute values depend on the device or model size, compared as ratios."""
@@ -211,11 +213,11 @@ class PaperTable:
         ]
 
 
-def build_paper_table(results: pl.DataFrame, spec: Any) -> PaperTable:
+def build_paper_table(results: pl.DataFrame, spec: StudySpec) -> PaperTable:
     """The paper table of one study from all results (other studies' rows are ignored).
 
-    ``spec`` is a ``harness.spec.StudySpec``; its ``table`` block may be None (then the table
-    shows our numbers only, over the default four ablation columns).
+    The study's ``table`` block may be None (then the table shows our numbers only, over the
+    default four ablation columns).
     """
     columns = _columns(spec)
     kept, stale, superseded = current_trials(results, spec)
@@ -265,7 +267,7 @@ def build_paper_table(results: pl.DataFrame, spec: Any) -> PaperTable:
 # --- selecting the results that count ---------------------------------------------------------
 
 
-def current_trials(results: pl.DataFrame, spec: Any) -> tuple[pl.DataFrame, int, int]:
+def current_trials(results: pl.DataFrame, spec: StudySpec) -> tuple[pl.DataFrame, int, int]:
     """Rows of the study's current trials, plus the counts of stale and superseded trials.
 
     Stale: results of another study version, or of a variant/dataset/seed the study no longer
@@ -325,7 +327,9 @@ def cell_stats(kept: pl.DataFrame, columns: Sequence[Column]) -> dict[tuple[str,
     }
 
 
-def missing_trials(kept: pl.DataFrame, spec: Any, columns: Sequence[Column]) -> tuple[MissingTrial, ...]:
+def missing_trials(
+    kept: pl.DataFrame, spec: StudySpec, columns: Sequence[Column]
+) -> tuple[MissingTrial, ...]:
     """Every expected (variant, dataset, seed) with no result, or with some columns missing."""
     present: dict[tuple[str, str, int], set[tuple[str, str, str]]] = {}
     for r in kept.select([*_TRIAL_KEY, "task", "split", "metric", "value"]).iter_rows(named=True):
@@ -485,24 +489,24 @@ DEFAULT_COLUMNS = (
 """Columns of a study without a ``table`` block: the four mAP cells of the paper's ablations."""
 
 
-def _variant_names(spec: Any) -> list[str]:
+def _variant_names(spec: StudySpec) -> list[str]:
     return [v.name for v in spec.variants]
 
 
-def _columns(spec: Any) -> tuple[Column, ...]:
+def _columns(spec: StudySpec) -> tuple[Column, ...]:
     if spec.table is None:
         return tuple(Column(n, t, s, m, headline=False) for n, t, s, m in DEFAULT_COLUMNS)
     headline = set(spec.table.headline)
     return tuple(Column(c.name, c.task, c.split, c.metric, c.name in headline) for c in spec.table.columns)
 
 
-def _tolerance(spec: Any) -> tuple[float, int]:
+def _tolerance(spec: StudySpec) -> tuple[float, int]:
     if spec.table is None:
         return 0.0, 1
     return float(spec.table.tolerance), int(spec.table.min_seeds)
 
 
-def _reference(spec: Any, columns: Sequence[Column]) -> dict[str, dict[str, float | None]]:
+def _reference(spec: StudySpec, columns: Sequence[Column]) -> dict[str, dict[str, float | None]]:
     if spec.table is None:
         return {}
     return {
@@ -511,13 +515,13 @@ def _reference(spec: Any, columns: Sequence[Column]) -> dict[str, dict[str, floa
     }
 
 
-def _cited(spec: Any) -> tuple[CitedRow, ...]:
+def _cited(spec: StudySpec) -> tuple[CitedRow, ...]:
     if spec.table is None:
         return ()
     return tuple(CitedRow(method, tuple(values)) for method, values in spec.table.cited.items())
 
 
-def sweep_axis(spec: Any) -> tuple[str, tuple[float, ...]] | None:
+def sweep_axis(spec: StudySpec) -> tuple[str, tuple[float, ...]] | None:
     """(override key, x values) when every variant sets one numeric field (Tables 7, 8), else None."""
     keys = {key for v in spec.variants for key in v.overrides}
     if len(keys) != 1 or any(len(v.overrides) != 1 for v in spec.variants):
@@ -529,7 +533,7 @@ def sweep_axis(spec: Any) -> tuple[str, tuple[float, ...]] | None:
     return key, tuple(float(x) for x in values)
 
 
-def _provenance(kept: pl.DataFrame, spec: Any, stale: int, superseded: int) -> Provenance:
+def _provenance(kept: pl.DataFrame, spec: StudySpec, stale: int, superseded: int) -> Provenance:
     trials = kept.unique(subset=["trial_id"], keep="last") if not kept.is_empty() else kept
     flags = set(trials["synthetic"].to_list()) if not trials.is_empty() else set()
     data: DataKind = (
