@@ -50,6 +50,14 @@ def test_greedy_by_score_not_by_overlap() -> None:
     assert m2.rec_at_50 == 1.0  # with two identical GT both predictions hit
 
 
+def test_empty_duration_prediction_is_a_false_positive() -> None:
+    gt = {"v": [rel("a-p-b", 0, 10)]}
+    empty = {"triplet": ["a", "p", "b"], "score": 0.9, "duration": [5, 5], "sub_traj": [], "obj_traj": []}
+    m = evaluate_relations(gt, {"v": [empty, rel("a-p-b", 0, 10, 0.5)]})
+    assert m.mean_ap == 0.5  # FP first, then the hit: precision 1/2 at recall 1
+    assert m.mprec_at_1 == 1.0  # the triplet is right: a tagging hit
+
+
 def test_video_without_predictions_counts_as_ap_zero() -> None:
     gt = {"v1": [rel("a-p-b", 0, 10)], "v2": [rel("a-p-b", 0, 10)], "empty": []}
     m = evaluate_relations(gt, {"v1": [rel("a-p-b", 0, 10, 0.3)], "empty": [rel("a-p-b", 0, 10, 0.3)]})

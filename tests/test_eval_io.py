@@ -108,7 +108,7 @@ def test_score_must_be_a_finite_number(tmp_path: Path, bad: object) -> None:
     [
         ("triplet", ["a", "p"]),
         ("triplet", "a-p-b"),
-        ("duration", [4, 4]),
+        ("duration", [5, 4]),
         ("duration", [0.5, 4]),
         ("duration", [0]),
     ],

@@ -229,7 +229,7 @@ def build_relation_set(
 
     Every check names the source, the video and the entry index: a missing key, a triplet that is
     not three strings, a score that is not a finite number, a duration that is not ``[begin, end)``
-    with ``end > begin``, a trajectory whose number of boxes differs from its duration. Box values
+    with ``end >= begin``, a trajectory whose number of boxes differs from its duration. Box values
     themselves are checked when they are parsed (for a file: when the evaluator first needs them).
     """
     if not isinstance(videos, Mapping):
@@ -377,7 +377,10 @@ def _score_column(cols: _Columns, kind: Kind, source: str) -> np.ndarray:
 
 
 def _duration_column(cols: _Columns, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) begin and end frames; each duration must be [begin, end) integers with end > begin."""
+    """(N,) begin and end frames; each duration must be [begin, end) integers with end >= begin.
+
+    An empty duration (end == begin, no boxes) is accepted as the official code accepts it: such a
+    prediction can never reach vIoU 0.5 (a false positive that still counts for tagging)."""
     durs = cols.durations
     try:
         arr = np.asarray(durs)
@@ -386,17 +389,17 @@ def _duration_column(cols: _Columns, source: str) -> tuple[np.ndarray, np.ndarra
         good = False
     if len(durs) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if good and np.all(arr[:, 1] > arr[:, 0]):
+    if good and np.all(arr[:, 1] >= arr[:, 0]):
         return arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
     for row, d in enumerate(durs):
         if (
             not isinstance(d, list | tuple)
             or len(d) != 2
             or not all(type(x) is int for x in d)
-            or d[1] <= d[0]
+            or d[1] < d[0]
         ):
             raise RelationFormatError(
-                f"{_row_where(cols, source, row)}: 'duration' must be [begin, end) integer frames with end > begin, got {d!r}"
+                f"{_row_where(cols, source, row)}: 'duration' must be [begin, end) integer frames with end >= begin, got {d!r}"
             )
     raise RelationFormatError(f"{source}: a duration is out of the int64 range")
 
