@@ -68,6 +68,24 @@ def test_compact_pretty_and_gzip_files_give_the_same_metrics(tmp_path: Path, gt_
     assert load_predictions(pretty_path).to_official() == data["results"]
 
 
+def test_unusual_layouts_read_the_same(tmp_path: Path) -> None:
+    """Object before subject, brackets inside names, other keys holding nested lists."""
+    results = good_results()
+    swapped = {vid: [dict(reversed(list(r.items()))) for r in rels] for vid, rels in results.items()}
+    named = json.loads(json.dumps(results).replace('"a"', '"a]]"').replace('"b"', '"[[b"'))
+    gt_named = json.loads(json.dumps(GT).replace('"a"', '"a]]"').replace('"b"', '"[[b"'))
+    extra = {**pred_file(results), "external_data": {"used": True, "details": [[1, 2], [3, 4]]}}
+    for name, data, gt in (
+        ("swapped", pred_file(swapped), GT),
+        ("named", pred_file(named), gt_named),
+        ("extra", extra, GT),
+    ):
+        path = compact(tmp_path / f"{name}.json", data)
+        loaded = load_predictions(path)
+        assert loaded.to_official() == data["results"], name
+        assert evaluate_relations(gt, loaded) == evaluate_relations(gt, data), name
+
+
 def _error_for(tmp_path: Path, results: dict, *, evaluate: bool = False) -> str:
     path = write(tmp_path / "bad.json", pred_file(results))
     with pytest.raises(RelationFormatError) as err:

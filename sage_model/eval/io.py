@@ -45,7 +45,7 @@ def load_predictions(path: Path | str) -> RelationSet:
         raise RelationFormatError(f"{path}: a prediction file must be an object with a 'results' key")
     try:
         return build_relation_set(doc["results"], "predictions", str(path), scanned)
-    except MarkerMismatch:  # the file's own trajectory values are numbers: read it plainly to name them
+    except MarkerMismatch:  # unusual layout, or the file's own trajectory values are numbers: read plainly
         return build_relation_set(parse_json(scanned.raw, str(path))["results"], "predictions", str(path))
 
 
@@ -62,7 +62,7 @@ def load_ground_truth(path: Path | str, *, dataset: str = "vidvrd", split: str =
         raise RelationFormatError(f"{path}: this is a prediction file, not ground truth")
     try:
         return build_relation_set(doc, "ground truth", str(path), scanned)
-    except MarkerMismatch:  # the file's own trajectory values are numbers: read it plainly to name them
+    except MarkerMismatch:  # unusual layout, or the file's own trajectory values are numbers: read plainly
         return build_relation_set(parse_json(scanned.raw, str(path)), "ground truth", str(path))
 
 

@@ -63,6 +63,9 @@ class ScannedJson:
     """(K,) int64 byte offset just past its closing ``]``."""
     frames: np.ndarray
     """(K,) int64 number of boxes in span k (number of ``[`` inside minus one)."""
+    sequential: bool = False
+    """Spans alternate subject/object in document order and every marker is the same ``-1``: the
+    k-th trajectory value met in document order is span k."""
 
 
 def marker_index(value: Any) -> int | None:
@@ -93,7 +96,8 @@ def scan_json(raw: bytes, source: str) -> ScannedJson:
     with gc_paused():
         found = _compact_spans(raw)
         if found is not None:
-            scanned = _scanned(raw, *found, source)
+            starts, ends, frames, sequential = found
+            scanned = _scanned(raw, starts, ends, frames, source, sequential)
             if scanned is not None:
                 return scanned
         starts, ends = _general_spans(raw)
@@ -123,27 +127,34 @@ def gc_paused() -> Iterator[None]:
 
 
 def _scanned(
-    raw: bytes, starts: np.ndarray, ends: np.ndarray, frames: np.ndarray, source: str
+    raw: bytes,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    frames: np.ndarray,
+    source: str,
+    sequential: bool = False,
 ) -> ScannedJson | None:
-    """Parse the skeleton; None when the spans cannot have been right (the caller then falls back)."""
-    skeleton = _skeleton(raw, starts, ends)
-    if skeleton.count(b'"') != raw.count(b'"'):
-        return None  # a span swallowed (part of) a string
+    """Parse the skeleton; None when the spans cannot have been right (the caller then falls back).
+
+    A span that swallowed the start of a string leaves ``<marker>"`` in the skeleton, which is not
+    JSON, so a skeleton that parses had its spans right.
+    """
+    skeleton = _skeleton(raw, starts, ends, sequential)
     try:
         document = parse_json(skeleton, source)
     except JsonFormatError:
         parse_json(raw, source)  # raises with the position in the real file when the file is bad
         return None
-    return ScannedJson(document=document, raw=raw, starts=starts, ends=ends, frames=frames)
+    return ScannedJson(document, raw, starts, ends, frames, sequential)
 
 
-def _compact_spans(raw: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(starts, ends, frames) of the trajectory spans of a compact document, or None.
+def _compact_spans(raw: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None:
+    """(starts, ends, frames, sequential) of the trajectory spans of a compact document, or None.
 
     In compact JSON a trajectory value is the only place where ``[[`` and ``]]`` occur (no other value
     nests lists in lists), so the spans are found from the positions of all brackets with a few
-    array operations. The key before each span, the pairing and order of openings and closings and
-    (in `_scanned`) the quotes are checked; any surprise returns None and the general scan takes over.
+    array operations. The key before each span and the pairing and order of openings and closings are
+    checked (and the skeleton must parse); any surprise returns None and the general scan takes over.
     """
     arr = np.frombuffer(raw, np.uint8)
     starts = _pair_positions(arr, ord("["))  # "[[" (a deeper "[[[" fails the key check)
@@ -155,13 +166,15 @@ def _compact_spans(raw: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray] | No
     if starts[0] < 11:
         return None
     key = sliding_window_view(arr, 11)[starts - 11].view("S11")[:, 0]  # the 11 bytes before '['
-    if not np.all((key == b'"sub_traj":') | (key == b'"obj_traj":')):
+    is_sub = key == b'"sub_traj":'
+    if not np.all(is_sub | (key == b'"obj_traj":')):
         return None
+    sequential = bool(starts.size % 2 == 0 and is_sub[0::2].all() and not is_sub[1::2].any())
     count = raw.count
     frames = np.fromiter(
         map(count, repeat(b"[", starts.size), starts.tolist(), ends.tolist()), np.int64, starts.size
     )
-    return starts, ends, frames - 1
+    return starts, ends, frames - 1, sequential
 
 
 def _pair_positions(arr: np.ndarray, byte: int) -> np.ndarray:
@@ -195,13 +208,15 @@ def _general_spans(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(starts, np.int64), np.asarray(ends, np.int64)
 
 
-def _skeleton(raw: bytes, starts: np.ndarray, ends: np.ndarray) -> bytes:
-    """``raw`` with span k replaced by the marker ``-(k + 1)``."""
+def _skeleton(raw: bytes, starts: np.ndarray, ends: np.ndarray, sequential: bool = False) -> bytes:
+    """``raw`` with span k replaced by the marker ``-(k + 1)``, or by ``-1`` when ``sequential``."""
     if starts.size == 0:
         return raw
     cut_from = [0, *ends.tolist()]
     cut_to = [*starts.tolist(), len(raw)]
     kept = [raw[a:b] for a, b in zip(cut_from, cut_to, strict=True)]
+    if sequential:
+        return b"-1".join(kept)
     markers = [b"%d" % -k for k in range(1, starts.size + 1)]
     return b"".join(chain.from_iterable(zip(kept, markers, strict=False))) + kept[-1]
 

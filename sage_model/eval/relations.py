@@ -409,7 +409,7 @@ def _trajectory_bank(
 ) -> TrajectoryBank:
     """A bank whose boxes come from the file's byte spans (markers) or from lists/arrays of boxes."""
     if scanned is not None and values:
-        span_of, lists = _marker_spans(values, int(scanned.starts.size))
+        span_of, lists = _marker_spans(values, int(scanned.starts.size), scanned.sequential)
     else:
         span_of, lists = np.full(len(values), -1, np.int64), dict(enumerate(values))
     frames = np.full(len(values), -1, np.int64)
@@ -449,12 +449,20 @@ def _lengths(values: list[Any]) -> np.ndarray:
     )
 
 
-def _marker_spans(values: list[Any], n_spans: int) -> tuple[np.ndarray, dict[int, Any]]:
+def _marker_spans(values: list[Any], n_spans: int, sequential: bool) -> tuple[np.ndarray, dict[int, Any]]:
     """Span index per trajectory value (-1 where the value is an ordinary list kept in ``lists``).
 
     Every span must be claimed by exactly one value; otherwise the file itself held negative integers
     as trajectory values and `MarkerMismatch` asks the caller to re-read it without the scan.
+    With ``sequential`` markers (all ``-1``), values are (subject, object) per entry in document order,
+    which is the scan's order when every value is a marker and there are as many as spans.
     """
+    if sequential:
+        if len(values) != n_spans or set(map(type, values)) != {int}:
+            raise MarkerMismatch
+        if not (np.fromiter(values, np.int64, len(values)) == -1).all():
+            raise MarkerMismatch
+        return np.arange(n_spans, dtype=np.int64), {}
     span_of = None
     lists: dict[int, Any] = {}
     if set(map(type, values)) == {int}:
