@@ -57,6 +57,7 @@ from harness.spec import (
 )
 from harness.trial import ExperimentFn, execute_trial
 from harness.tuning_report import SearchSummary, TrialRow, write_outputs
+from sage_model.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +159,9 @@ def require_tune(spec: StudySpec) -> TuneSpec:
     return spec.tune
 
 
-def tuning_base(spec: StudySpec, env_overrides: dict[str, Any] | None = None) -> Any:
+def tuning_base(spec: StudySpec, env_overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """The config every trial starts from: ExperimentConfig, ``base``, the machine's data/weights,
     the first variant, the first dataset and seed, then :data:`TUNING_OVERRIDES`."""
-    from sage_model.config import ExperimentConfig
-
     config = apply_overrides(ExperimentConfig(), spec.base)
     if env_overrides:
         config = apply_overrides(config, env_overrides)
@@ -174,7 +173,7 @@ def tuning_base(spec: StudySpec, env_overrides: dict[str, Any] | None = None) ->
     return config
 
 
-def search_fingerprint(tune: TuneSpec, base: Any) -> str:
+def search_fingerprint(tune: TuneSpec, base: ExperimentConfig) -> str:
     """What a stored search must share with this one to be resumed: space, objective, base config."""
     payload = {
         "space": {k: v.model_dump() for k, v in tune.space.items()},
@@ -184,7 +183,7 @@ def search_fingerprint(tune: TuneSpec, base: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def open_search(spec: StudySpec, run_dir: Path, base: Any) -> optuna.Study:
+def open_search(spec: StudySpec, run_dir: Path, base: ExperimentConfig) -> optuna.Study:
     """Create or load the study's Optuna storage; refuse one made for another search.
 
     The TPE seed is derived from ``sampler_seed`` and the number of trials already stored: a
@@ -281,7 +280,7 @@ class _Search:
         self,
         spec: StudySpec,
         study: optuna.Study,
-        base: Any,
+        base: ExperimentConfig,
         budget: int,
         tracking: tuple[Any, str, GitState],
         work_root: Path,
@@ -458,7 +457,7 @@ def tune_study(
         complete, pruned = count_finished(optuna_study)
         budget = max(0, target - complete - pruned)
         say(f"{spec.name}: {complete + pruned} of {target} trials finished; running {budget} more")
-        tracking = _tracking(run_dir, spec)
+        tracking = _tracking(run_dir, spec, optuna_study)
         search = _Search(
             spec, optuna_study, base, budget, tracking, tuning_dir(run_dir, spec.name), experiment_fn, say
         )
@@ -477,16 +476,39 @@ def tune_study(
     )  # fmt: skip
 
 
-def _tracking(run_dir: Path, spec: StudySpec) -> tuple[Any, str, GitState]:
-    """The MLflow store and the ``<study>-tuning`` experiment, made before any trial starts."""
+def _tracking(run_dir: Path, spec: StudySpec, study: optuna.Study) -> tuple[Any, str, GitState]:
+    """The MLflow store and the ``<study>-tuning`` experiment, made before any trial starts;
+    runs a dead driver left RUNNING are closed as Optuna recorded their trials."""
     from harness.tracking import Tracker, default_tracking_uri
 
     tracker = Tracker(default_tracking_uri(run_dir), run_dir)
     experiment_id = tracker.ensure_experiment(
         f"{spec.name}-tuning", f"Optuna search of {spec.name}: {spec.description}"
     )
-    tracker.mark_stale_runs_killed(experiment_id)
+    close_stale_runs(tracker, experiment_id, study)
     return tracker, experiment_id, git_state()
+
+
+def close_stale_runs(tracker: Any, experiment_id: str, study: optuna.Study) -> None:
+    """MLflow runs left RUNNING by a driver that died. Optuna is the record of the search: a
+    driver killed between ``tell`` and closing the run leaves a finished trial with a RUNNING run,
+    which is closed FINISHED with its state; every other stale run is KILLED."""
+    states = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for run in tracker.runs(experiment_id):
+        if run.info.status != "RUNNING":
+            continue
+        trial = states.get(int(run.data.tags.get("optuna_trial", -1)))
+        if trial is not None and trial.state in FINISHED_STATES:
+            if trial.state == TrialState.COMPLETE and trial.value is not None:
+                tracker.log_metrics(
+                    run.info.run_id, {"objective": trial.value}, len(trial.intermediate_values)
+                )
+            tracker.set_tags(run.info.run_id, {"optuna_state": trial.state.name})
+            tracker.end_run(run.info.run_id, "FINISHED")
+        else:
+            tracker.set_tags(run.info.run_id, {"optuna_state": "FAIL", "error": "the search driver died"})
+            tracker.end_run(run.info.run_id, "KILLED")
+            log.warning("marked stale run %s KILLED", run.info.run_name)
 
 
 def _run(

@@ -84,7 +84,7 @@ def _sig(value: float) -> float:
 def best_values(summary: SearchSummary) -> dict:
     """The data of ``reports/tuning/<study>.yaml`` (None when no trial completed)."""
     best = summary.best
-    if best is None:
+    if best is None or best.value is None:
         return {}
     return {
         "variant": {"name": "tuned", "overrides": {k: _sig(v) for k, v in best.params.items()}},
