@@ -47,7 +47,9 @@ def build_vitb16_clip(checkpoint: Path | None) -> CLIP:
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"model.clip_checkpoint: {path} does not exist or is not a file")
-    model = open_clip.create_model("ViT-B-16", pretrained=str(path), device="cpu")
+    # OpenAI's ViT-B/16 (the paper's) was trained with QuickGELU; open_clip only infers that from a
+    # pretrained *tag*, not from a file path, so it is forced here or the features silently drift.
+    model = open_clip.create_model("ViT-B-16", pretrained=str(path), device="cpu", force_quick_gelu=True)
     assert isinstance(model, CLIP)
     return _frozen(model)
 
