@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Literal
 
 import numpy as np
@@ -134,7 +135,7 @@ def _check_unknown_videos(gt: RelationSet, pred: RelationSet, policy: UnknownVid
 
 def _predicate_mask(vocab: tuple[tuple[str, str, str], ...], novel: frozenset[str]) -> np.ndarray:
     """(T,) bool: the triplet's predicate is novel."""
-    return np.fromiter((t[1] in novel for t in vocab), bool, len(vocab))
+    return np.fromiter(map(novel.__contains__, map(itemgetter(1), vocab)), bool, len(vocab))
 
 
 @dataclass

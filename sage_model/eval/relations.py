@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -166,7 +166,7 @@ class RelationSet:
         if cached is not None and self._cache.get(("vocab_ref", id(other))) is other:
             return cached
         index = {t: i for i, t in enumerate(other)}
-        ids = np.fromiter((index.get(t, -1) for t in self.vocab), np.int64, len(self.vocab))
+        ids = np.fromiter(map(index.get, self.vocab, repeat(-1)), np.int64, len(self.vocab))
         self._cache[key] = ids
         self._cache[("vocab_ref", id(other))] = other  # type: ignore[assignment]  # keeps id() valid
         return ids
