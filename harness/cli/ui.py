@@ -140,6 +140,14 @@ def stop_server(process: subprocess.Popen, grace_s: float = 15.0) -> None:
         time.sleep(0.5)
 
 
+def _wait_interruptibly(process: subprocess.Popen) -> None:
+    """Wait for the server in short naps. A plain ``wait()`` blocks in waitpid, and when the
+    kernel hands Ctrl-C to another thread (MLflow's client starts some) Python only runs the
+    handler once the main thread wakes up: never, while it waits for a server that runs."""
+    while process.poll() is None:
+        time.sleep(0.2)
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -173,7 +181,7 @@ def ui(
         wait_until_ready(process, base, log_path)
         typer.echo(f"{name}: {runs_page_url(base, experiment_id)}")
         typer.echo("MLflow UI running (one worker); Ctrl-C to stop.", err=True)
-        process.wait()
+        _wait_interruptibly(process)
         raise UserError(f"mlflow server stopped by itself with code {process.returncode} (log: {log_path})")
     except KeyboardInterrupt:
         typer.echo("stopping the MLflow UI ...", err=True)
