@@ -30,8 +30,8 @@ name: {name}
 version: 1
 description: "tuning test"
 base:
-  train.stage1_epochs: 1
-  train.stage2_epochs: 1
+  train.stage1_epochs: {epochs}
+  train.stage2_epochs: {epochs}
   train.val_fraction: 0.25
   data.synthetic_videos: 4
 variants:
@@ -57,10 +57,14 @@ LOSS_WEIGHTS = """\
     model.loss.gamma: {low: 0.01, high: 10.0}"""
 
 
-def write_study(folder: Path, name: str, space: str, trials: int, concurrent: int, startup: int) -> Path:
+def write_study(
+    folder: Path, name: str, space: str, trials: int, concurrent: int, startup: int, epochs: int = 1
+) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(
-        STUDY.format(name=name, space=space, trials=trials, concurrent=concurrent, startup=startup)
+        STUDY.format(
+            name=name, space=space, trials=trials, concurrent=concurrent, startup=startup, epochs=epochs
+        )
     )
     return path
 
@@ -192,6 +196,7 @@ EPOCHS = 4
 def scripted_experiment(cfg: Any, *, work_dir: Path, on_epoch: Any = None) -> Result:
     """Reports ``10 * alpha`` as the validation objective for 4 epochs; leaves a file per epoch
     it actually ran, so the test sees where a pruned trial stopped."""
+    assert cfg.train.stage1_epochs + cfg.train.stage2_epochs == EPOCHS  # the driver knows the schedule
     for epoch in range(1, EPOCHS + 1):
         (Path(work_dir) / f"epoch{epoch}").write_text("")
         on_epoch(
@@ -209,7 +214,9 @@ def test_weak_trials_are_pruned_at_the_epoch_that_condemned_them(
     from harness.tuning import TuneOptions, open_existing, tune_study, tuning_dir
 
     space = "  space:\n    model.loss.alpha: {low: 0.01, high: 10.0}"
-    study_path = write_study(tmp_path, "tune_prune", space, trials=6, concurrent=1, startup=2)
+    study_path = write_study(
+        tmp_path, "tune_prune", space, trials=6, concurrent=1, startup=2, epochs=EPOCHS // 2
+    )
     run_dir = tmp_path / "runs"
     saved = os.environ.get("PYTHONPATH")
     monkeypatch.setenv(
