@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 from rich.console import Console
@@ -26,7 +26,9 @@ from rich.progress import (
 )
 
 from harness.cli.app import UserError, app, user_errors
-from harness.pipelines import Parallelism, Workers
+
+if TYPE_CHECKING:  # harness.pipelines pulls in torch/open_clip: import it only when a command runs
+    from harness.pipelines import Parallelism
 
 SPLITS = ("train", "test")
 
@@ -113,6 +115,8 @@ def parallel_options(
 ) -> Parallelism:
     if workers not in ("ray", "local"):
         raise UserError(f"--workers: expected ray or local, got {workers!r}")
+    from harness.pipelines import Parallelism, Workers
+
     return Parallelism(
         workers=cast(Workers, workers),
         address=address,
