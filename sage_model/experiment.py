@@ -102,7 +102,9 @@ def resolve_roots(cfg: ExperimentConfig, work_dir: Path) -> tuple[DatasetRoot, D
     def synthetic(dataset: str) -> DatasetRoot:
         name = synthetic_root_name(dataset, data.synthetic_videos, data.synthetic_seed)
         return DatasetRoot.open(
-            ensure_synthetic(dataset, synthetic_cache(work_dir) / name, data.synthetic_videos, data.synthetic_seed)
+            ensure_synthetic(
+                dataset, synthetic_cache(work_dir) / name, data.synthetic_videos, data.synthetic_seed
+            )
         )
 
     train = synthetic(data.dataset) if data.root is None else DatasetRoot.open(data.root)
@@ -116,7 +118,9 @@ def resolve_roots(cfg: ExperimentConfig, work_dir: Path) -> tuple[DatasetRoot, D
         raise ValueError("data.test_root: a real cross-dataset run needs the test dataset's root")
     test = DatasetRoot.open(data.test_root)
     if test.dataset != test_dataset:
-        raise ValueError(f"data.test_root: {test.path} holds {test.dataset!r}, data.test_dataset is {test_dataset!r}")
+        raise ValueError(
+            f"data.test_root: {test.path} holds {test.dataset!r}, data.test_dataset is {test_dataset!r}"
+        )
     return train, test
 
 
@@ -156,10 +160,29 @@ def content_digest(*hashes: str) -> str:
     return digest[:16]
 
 
+TARGET_KEYS = ("labels", "subject_class", "object_class", "interaction")
+
+
+class LabelShuffled:
+    """``train.shuffle_labels``: a dataset view whose targets come from a fixed permutation of its rows."""
+
+    def __init__(self, dataset: PairDataset, seed: int) -> None:
+        self.dataset = dataset
+        self.permutation = np.random.default_rng([seed, 77]).permutation(len(dataset))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def get_batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        batch = self.dataset.get_batch(indices)
+        donor = self.dataset.get_batch(self.permutation[np.asarray(indices)])
+        return batch | {key: donor[key] for key in TARGET_KEYS}
+
+
 class ShuffledBatches:
     """Training batches of a :class:`PairDataset` (the trainer's ``BatchSource``)."""
 
-    def __init__(self, dataset: PairDataset) -> None:
+    def __init__(self, dataset: PairDataset | LabelShuffled) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:
@@ -191,11 +214,15 @@ def _teacher(root: DatasetRoot, cfg: ExperimentConfig, split: str, source: str) 
     if cfg.model.semantic.fusion == "none":
         return None
     if cfg.data.teacher == "none":
-        raise ValueError("data.teacher: 'none' leaves nothing to fuse; set model.semantic.fusion: none as well")
+        raise ValueError(
+            "data.teacher: 'none' leaves nothing to fuse; set model.semantic.fusion: none as well"
+        )
     return root.teacher_store(cfg.data.teacher, split, source)
 
 
-def eval_data(root: DatasetRoot, cfg: ExperimentConfig, split: str, source: str, videos: list[str] | None) -> EvalData:
+def eval_data(
+    root: DatasetRoot, cfg: ExperimentConfig, split: str, source: str, videos: list[str] | None
+) -> EvalData:
     store = root.feature_store(split, source)
     annotations = root.annotations(split)
     if videos is not None:
@@ -205,7 +232,9 @@ def eval_data(root: DatasetRoot, cfg: ExperimentConfig, split: str, source: str,
 
     rows = store.rows.rows_of_videos([a.video_id for a in annotations])
     frames = int(sum(a.frame_count for a in annotations))
-    return EvalData(store, _teacher(root, cfg, split, source), rows, ground_truth_relations(annotations), frames)
+    return EvalData(
+        store, _teacher(root, cfg, split, source), rows, ground_truth_relations(annotations), frames
+    )
 
 
 def predict_task(
@@ -239,13 +268,19 @@ def predict_task(
 
 
 def score_predictions(
-    gt: dict[str, list[dict]], results: dict[str, list[dict]], split: str, vocab: EvalVocabulary, cfg: ExperimentConfig
+    gt: dict[str, list[dict]],
+    results: dict[str, list[dict]],
+    split: str,
+    vocab: EvalVocabulary,
+    cfg: ExperimentConfig,
 ) -> dict[str, float]:
     """Official metrics in percent, keyed by our metric names (map, r50, r100, p1, p5, p10)."""
     from sage_model.eval import evaluate_relations
 
     novel = set(vocab.novel) if split == "novel" else None
-    metrics = evaluate_relations(gt, results, novel_predicates=novel, tagging_divisor=cfg.eval.tagging_divisor)
+    metrics = evaluate_relations(
+        gt, results, novel_predicates=novel, tagging_divisor=cfg.eval.tagging_divisor
+    )
     names = METRIC_NAMES | TAGGING_NAMES
     return {short: 100.0 * float(getattr(metrics, long)) for long, short in names.items()}
 
@@ -297,9 +332,10 @@ def run_experiment(
         val = eval_data(train_root, cfg, "train", "gt", val_ids)
         val_vocab = EvalVocabulary.build(train_vocab, train_vocab)
         validate = make_validator(val, val_vocab, cfg, train_vocab.objects)
+    source = ShuffledBatches(LabelShuffled(train_set, cfg.seed) if cfg.train.shuffle_labels else train_set)
     train_two_stage(
         model,
-        ShuffledBatches(train_set),
+        source,
         TrainingVocabulary.from_counts(
             len(train_vocab.base_predicates), len(train_vocab.base_objects), len(train_vocab.objects)
         ),
@@ -347,7 +383,11 @@ def run_experiment(
 
 
 def _build(
-    cfg: ExperimentConfig, train: Vocabulary, test: Vocabulary, store: FeatureStore, teacher: TeacherStore | None
+    cfg: ExperimentConfig,
+    train: Vocabulary,
+    test: Vocabulary,
+    store: FeatureStore,
+    teacher: TeacherStore | None,
 ) -> SageModel:
     preds, objs = model_vocabulary(train, test)
     clip = build_clip(cfg.model.preset, cfg.model.clip_checkpoint)
@@ -375,7 +415,9 @@ def _speed_metrics(model: SageModel, data: EvalData, task: str, seconds: float) 
 def _stability(model: SageModel, root: DatasetRoot, cfg: ExperimentConfig, work_dir: Path) -> Path:
     """Fig. 4: classifier features of a few predicates for a few test pairs under visual noise."""
     if model.stage != 2:
-        raise ValueError("eval.stability_noise: the analysis reads the stage-2 classifier; set train.stage2_epochs > 0")
+        raise ValueError(
+            "eval.stability_noise: the analysis reads the stage-2 classifier; set train.stage2_epochs > 0"
+        )
     data = eval_data(root, cfg, "test", "gt", None)
     picks = np.linspace(0, len(data.rows) - 1, min(STABILITY_PAIRS, len(data.rows))).round().astype(np.int64)
     device = next(model.parameters()).device

@@ -31,6 +31,7 @@ from sage_model.model.sage import SageModel
 
 Task = Literal["sgdet", "sgcls", "predcls"]
 PREDICTION_VERSION = "VERSION 1.0"
+PER_SEGMENT_TOP_K = 200  # the association's own per-window cut (sage_model.eval.associate_segments)
 
 
 class BatchReader:
@@ -158,35 +159,57 @@ def segment_relations(
     predicate_names: Sequence[str],
     objects: ObjectChoice,
     top_predicates: int,
+    per_segment_top_k: int = PER_SEGMENT_TOP_K,
 ) -> list[Any]:
-    """``SegmentRelation`` list: the best ``top_predicates`` predicates of every valid pair."""
+    """``SegmentRelation`` list: the best ``top_predicates`` predicates of every valid pair.
+
+    Only the ``per_segment_top_k`` best relations of each segment window are built: the
+    association reads no more than that many per window (its own cut, same stable order), so
+    the result is unchanged and the construction cost bounded.
+    """
     from sage_model.eval import SegmentRelation
 
     k = min(top_predicates, predicate_scores.shape[1])
-    if k == 0:
+    valid = np.flatnonzero(objects.valid)
+    if k == 0 or len(valid) == 0:
         return []
-    top = np.argpartition(-predicate_scores, k - 1, axis=1)[:, :k]  # (N, k), unordered
+    top = np.argsort(-predicate_scores[valid], axis=1, kind="stable")[:, :k]  # (V, k) best first
+    pair = objects.subject_score[valid] * objects.object_score[valid]  # (V,)
+    score = pair[:, None] * np.take_along_axis(predicate_scores[valid], top, axis=1)  # (V, k)
+    row = np.repeat(valid, k)  # flat candidates in output order: pair by pair, best first
+    flat_score, flat_class = score.reshape(-1), top.reshape(-1)
+    window = np.unique(
+        np.stack([rows.segment_start[row], rows.segment_end[row]], axis=1), axis=0, return_inverse=True
+    )[1].reshape(-1)
+    video = np.unique(rows.video_id[row].astype(str), return_inverse=True)[1].reshape(-1)
+    keep = _top_per_group(video * (int(window.max()) + 1) + window, flat_score, per_segment_top_k)
     out = []
-    for n in np.flatnonzero(objects.valid):
+    for i in keep:
+        n, c = int(row[i]), int(flat_class[i])
         begin, end = int(rows.seg_span[n, 0]), int(rows.seg_span[n, 1])
         offset = begin - int(rows.segment_start[n])
-        sub_traj = rows.seg_traj[n, 0, offset : offset + end - begin]
-        obj_traj = rows.seg_traj[n, 1, offset : offset + end - begin]
-        pair_score = float(objects.subject_score[n]) * float(objects.object_score[n])
-        for c in top[n]:
-            out.append(
-                SegmentRelation(
-                    video_id=str(rows.video_id[n]),
-                    triplet=(objects.subject[n], predicate_names[int(c)], objects.object[n]),
-                    score=pair_score * float(predicate_scores[n, c]),
-                    begin=begin,
-                    end=end,
-                    sub_traj=sub_traj,
-                    obj_traj=obj_traj,
-                    segment=(int(rows.segment_start[n]), int(rows.segment_end[n])),
-                )
+        out.append(
+            SegmentRelation(
+                video_id=str(rows.video_id[n]),
+                triplet=(objects.subject[n], predicate_names[c], objects.object[n]),
+                score=float(flat_score[i]),
+                begin=begin,
+                end=end,
+                sub_traj=rows.seg_traj[n, 0, offset : offset + end - begin],
+                obj_traj=rows.seg_traj[n, 1, offset : offset + end - begin],
+                segment=(int(rows.segment_start[n]), int(rows.segment_end[n])),
             )
+        )
     return out
+
+
+def _top_per_group(group: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
+    """Indices (ascending) of the ``k`` best scores of each group; ties keep the earlier index."""
+    order = np.lexsort((np.arange(len(score)), -score, group))  # by group, score desc, index
+    sorted_group = group[order]
+    first = np.r_[0, np.flatnonzero(sorted_group[1:] != sorted_group[:-1]) + 1]
+    rank = np.arange(len(order)) - np.repeat(first, np.diff(np.r_[first, len(order)]))
+    return np.sort(order[rank < k])
 
 
 def video_relations(seg_relations: list[Any], video_ids: Sequence[str], top_k: int) -> dict[str, list[dict]]:

@@ -140,6 +140,7 @@ class SageModel(nn.Module):
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage}")
         self.stage = stage
+        self._cache.clear()
         for param in self.parameters():
             param.requires_grad_(False)
         for module in self.visual_modules() if stage == 1 else self.class_modules():
@@ -153,12 +154,18 @@ class SageModel(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def train(self, mode: bool = True) -> SageModel:
+        """Train/eval mode; the CLIP text tower always evaluates, stage 2 also the visual modules.
+
+        Entering training drops the cached classifiers (parameters are about to change); eval
+        after eval keeps them, so repeated inference passes share one classifier.
+        """
         super().train(mode)
         self.text_encoder.eval()
         if self.stage == 2:
             for module in self.visual_modules():
                 module.eval()
-        self._cache.clear()
+        if mode:
+            self._cache.clear()
         return self
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]

@@ -186,7 +186,10 @@ def train_two_stage(
     summary = TrainSummary()
     started = time.perf_counter()
     model.to(device)
-    ckpt_path = checkpoint_dir / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    ckpt_path = None
+    if checkpoint_dir is not None:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
     resume = _load_checkpoint(ckpt_path, fingerprint)
     if resume is not None:
         summary.resumed_from = (int(resume["stage"]), int(resume["epoch"]))

@@ -1,0 +1,139 @@
+"""run_experiment end to end on a tiny embedded synthetic dataset (CPU, a few seconds per run)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sage_model.config import ExperimentConfig
+from sage_model.data import DatasetRoot, PairDataset, load_vocabulary
+from sage_model.eval import load_predictions
+from sage_model.experiment import EvalVocabulary, LabelShuffled, resolve_roots, run_experiment
+
+TINY = {
+    "data": {"synthetic_videos": 4},
+    "train": {"stage1_epochs": 1, "stage2_epochs": 1, "stage2_batch_size": 64, "val_fraction": 0.25},
+    "eval": {"tasks": ["sgdet", "sgcls", "predcls"], "measure_speed": True},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: tiny tensors gain nothing from two, and a busy machine makes them spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("sage_data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SAGE_DATA_CACHE", str(cache))
+        yield cache
+
+
+def config(**blocks) -> ExperimentConfig:
+    merged = {k: dict(v) for k, v in TINY.items()}
+    for key, value in blocks.items():
+        merged.setdefault(key, {}).update(value)
+    return ExperimentConfig.model_validate(merged)
+
+
+@pytest.fixture(scope="module")
+def first_run(data_cache, tmp_path_factory):
+    reports = []
+    work = tmp_path_factory.mktemp("trial")
+    result = run_experiment(config(), work_dir=work, on_epoch=reports.append)
+    return result, reports, work
+
+
+def test_a_trial_reports_percent_metrics_for_every_task_and_split(first_run):
+    result, reports, _ = first_run
+    detection = {(m.task, m.split, m.name) for m in result.metrics if m.name not in ("params_m", "fps")}
+    expected = {
+        (t, s, n)
+        for t in ("sgdet", "sgcls", "predcls")
+        for s in ("novel", "all")
+        for n in ("map", "r50", "r100", "p1", "p5", "p10")
+    }
+    assert detection == expected
+    assert all(0.0 <= m.value <= 100.0 for m in result.metrics if m.name not in ("params_m", "fps"))
+    speed = {(m.task, m.name): m.value for m in result.metrics if m.name in ("params_m", "fps")}
+    assert set(speed) == {(t, n) for t in ("sgdet", "sgcls", "predcls") for n in ("params_m", "fps")}
+    assert speed[("predcls", "params_m")] == pytest.approx(result.n_params / 1e6)
+    assert all(v > 0 for v in speed.values())
+    assert result.synthetic and result.device.startswith("cpu") and result.data_hash and result.teacher_hash
+    assert [(r.stage, r.epoch) for r in reports] == [(1, 1), (2, 1)]
+    assert "val/predcls_all_map" in reports[0].metrics
+
+
+def test_predictions_are_official_json_files_cut_to_top_k(first_run):
+    result, _, work = first_run
+    assert set(result.predictions) == {
+        f"{t}_{s}" for t in ("sgdet", "sgcls", "predcls") for s in ("novel", "all")
+    }
+    vocab = load_vocabulary("vidvrd")
+    for name, path in result.predictions.items():
+        assert path.parent == work and path.is_file()
+        raw = json.loads(path.read_text())
+        assert raw["version"] == "VERSION 1.0" and raw["external_data"]["used"] is False
+        assert all(len(entries) <= 200 for entries in raw["results"].values())
+        load_predictions(path)  # the evaluator's own validation
+        predicates = {e["triplet"][1] for entries in raw["results"].values() for e in entries}
+        if name.endswith("_novel"):
+            assert predicates <= set(vocab.novel_predicates)
+
+
+def test_the_same_seed_gives_the_same_metrics(first_run, tmp_path):
+    result, _, _ = first_run
+    again = run_experiment(config(), work_dir=tmp_path)
+    first = {(m.task, m.split, m.name): m.value for m in result.metrics if m.name != "fps"}
+    second = {(m.task, m.split, m.name): m.value for m in again.metrics if m.name != "fps"}
+    assert first == second
+
+
+def test_cross_dataset_scores_only_predicates_the_training_dataset_lacks(data_cache, tmp_path):
+    cfg = config(
+        data={"dataset": "vidor", "test_dataset": "vidvrd"},
+        eval={"tasks": ["sgdet"], "splits": ["novel"], "measure_speed": False},
+    )
+    result = run_experiment(cfg, work_dir=tmp_path)
+    assert {(m.task, m.split) for m in result.metrics} == {("sgdet", "novel")}
+    lacking = set(load_vocabulary("vidvrd").predicates) - set(load_vocabulary("vidor").predicates)
+    raw = json.loads(result.predictions["sgdet_novel"].read_text())
+    predicted = {e["triplet"][1] for entries in raw["results"].values() for e in entries}
+    assert predicted and predicted <= lacking
+    vocab = EvalVocabulary.build(load_vocabulary("vidor"), load_vocabulary("vidvrd"))
+    assert set(vocab.novel) == lacking and "next_to" not in lacking and "walk_left" in lacking
+
+
+def test_shuffled_labels_move_targets_but_not_features(data_cache, tmp_path):
+    train_root, _ = resolve_roots(config(), tmp_path / "w")
+    store = train_root.feature_store("train", "gt")
+    dataset = PairDataset(store, None)
+    shuffled = LabelShuffled(dataset, seed=0)
+    idx = np.arange(16)
+    plain, moved = dataset.get_batch(idx), shuffled.get_batch(idx)
+    assert (plain["visual"] == moved["visual"]).all()
+    donor = dataset.get_batch(shuffled.permutation[idx])
+    assert (moved["labels"] == donor["labels"]).all() and (
+        moved["subject_class"] == donor["subject_class"]
+    ).all()
+    assert not (plain["labels"] == moved["labels"]).all()
+
+
+def test_fusion_without_a_teacher_is_a_config_error(data_cache, tmp_path):
+    with pytest.raises(ValueError, match="data.teacher"):
+        run_experiment(config(data={"teacher": "none"}), work_dir=tmp_path)
+
+
+def test_the_synthetic_root_is_generated_once_and_reused(data_cache, tmp_path):
+    a, _ = resolve_roots(config(), tmp_path / "x")
+    b, _ = resolve_roots(config(), tmp_path / "y")
+    assert a.path == b.path and a.path.parent == data_cache
+    assert DatasetRoot.open(a.path).synthetic
