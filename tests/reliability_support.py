@@ -139,6 +139,15 @@ def failing_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any =
     return result_for(cfg, work_dir, on_epoch)
 
 
+def barrier_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> Result:
+    """Wait until two trials run at once (at most 3 min), then finish: on a cluster of two
+    one-CPU nodes that puts trials on both nodes."""
+    run_dir = run_dir_of(work_dir)
+    mark(run_dir, "started", work_dir)
+    wait_for(lambda: len(read_marks(run_dir, "started")) >= 2, 180, "a second trial running at the same time")
+    return result_for(cfg, work_dir, on_epoch)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
