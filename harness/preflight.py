@@ -165,6 +165,7 @@ def _input_checks(trial: TrialSpec) -> Iterator[tuple[Any, ...]]:
         )
     yield ("data.root", Path(data.root), data.dataset, "train", None, None)
     yield ("data.root", Path(data.root), data.dataset, "train", "gt", teacher)
+    assert test_root is not None  # checked above: real data needs a test root
     yield (test_field, Path(test_root), test_dataset, "test", None, None)
     sources = {"det" if task == "sgdet" else "gt" for task in cfg.eval.tasks}
     if cfg.eval.stability_noise:

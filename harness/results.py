@@ -171,4 +171,4 @@ def read_results(results_dir: str | Path, study: str | None = None) -> pl.DataFr
     for path in files:
         _check_version(path)
         frames.append(pl.from_arrow(pq.read_table(path, schema=RESULTS_SCHEMA)))
-    return pl.concat(frames, how="vertical")  # type: ignore[arg-type]
+    return pl.concat(frames, how="vertical")  # type: ignore[arg-type,type-var,return-value]

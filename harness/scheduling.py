@@ -376,7 +376,7 @@ class _AskSearcher(Searcher):
         lives in the listener's own storage); the driver-side listener stays out of the pickle."""
         return {k: v for k, v in self.__dict__.items() if k != "listener"}
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]  # Searcher.FINISHED is a str
         made = self.listener.next_trial()
         if made is None:
             return Searcher.FINISHED

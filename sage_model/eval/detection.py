@@ -83,7 +83,7 @@ def as_relation_set(
     if kind == "predictions" and isinstance(data, Mapping) and isinstance(data.get("results"), Mapping):
         if "version" in data:
             data = data["results"]
-    return build_relation_set(data, kind, f"<{kind}>")
+    return build_relation_set(data, kind, f"<{kind}>")  # type: ignore[arg-type]  # narrowed above
 
 
 def evaluate_relations(

@@ -78,7 +78,7 @@ def ground_truth_from_annotations(
     ``<root>/annotation/validation/<group>/*.json``; ``split`` picks the split) or directly a folder
     of annotation files (searched recursively).
     """
-    from sage_model.data import annotations  # imports the data layer (and torch): only for folders
+    import sage_model.data.annotations as annotations  # imports the data layer (and torch): only for folders
 
     folder = Path(folder)
     split_dir = annotations.split_folder(dataset, split)

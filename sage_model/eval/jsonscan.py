@@ -30,7 +30,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 try:  # orjson is a declared dependency; stay importable without it (stdlib json is slower).
     import orjson
 
-    _loads = orjson.loads
+    _loads: Any = orjson.loads
 except ImportError:  # pragma: no cover - exercised only where orjson is missing
     orjson = None  # type: ignore[assignment]
     _loads = json.loads
