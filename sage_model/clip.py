@@ -54,6 +54,15 @@ def build_vitb16_clip(checkpoint: Path | None) -> CLIP:
     return _frozen(model)
 
 
+def build_vitb16_random(seed: int = 0) -> CLIP:
+    """The ViT-B/16 architecture with random weights: for timing only (benchmarks), never for results."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = open_clip.create_model("ViT-B-16", pretrained=None, device="cpu")
+    assert isinstance(model, CLIP)
+    return _frozen(model)
+
+
 def build_clip(preset: str, checkpoint: Path | None = None) -> CLIP:
     """The frozen CLIP of a model preset (``sage_tiny`` or ``sage_vitb16``)."""
     if preset == "sage_tiny":

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from sage_model.analysis import STABILITY_FILE, load_stability
 from sage_model.config import ExperimentConfig
 from sage_model.data import DatasetRoot, PairDataset, load_vocabulary
 from sage_model.eval import load_predictions
@@ -16,7 +17,7 @@ from sage_model.experiment import EvalVocabulary, LabelShuffled, resolve_roots, 
 TINY = {
     "data": {"synthetic_videos": 4},
     "train": {"stage1_epochs": 1, "stage2_epochs": 1, "stage2_batch_size": 64, "val_fraction": 0.25},
-    "eval": {"tasks": ["sgdet", "sgcls", "predcls"], "measure_speed": True},
+    "eval": {"tasks": ["sgdet", "sgcls", "predcls"], "measure_speed": True, "stability_noise": [0.0, 0.5]},
 }
 
 
@@ -89,6 +90,15 @@ def test_predictions_are_official_json_files_cut_to_top_k(first_run):
             assert predicates <= set(vocab.novel_predicates)
 
 
+def test_the_stability_analysis_is_written_beside_the_predictions(first_run):
+    result, _, work = first_run
+    assert result.artifacts["stability"] == work / STABILITY_FILE
+    feats = load_stability(work / STABILITY_FILE)
+    moved = feats.mean_cosine_to_clean()
+    assert set(moved) == {0.0, 0.5}
+    assert moved[0.5] == pytest.approx(1.0, abs=1e-5)  # class-aware: noise cannot move the classifier
+
+
 def test_the_same_seed_gives_the_same_metrics(first_run, tmp_path):
     result, _, _ = first_run
     again = run_experiment(config(), work_dir=tmp_path)
@@ -100,7 +110,7 @@ def test_the_same_seed_gives_the_same_metrics(first_run, tmp_path):
 def test_cross_dataset_scores_only_predicates_the_training_dataset_lacks(data_cache, tmp_path):
     cfg = config(
         data={"dataset": "vidor", "test_dataset": "vidvrd"},
-        eval={"tasks": ["sgdet"], "splits": ["novel"], "measure_speed": False},
+        eval={"tasks": ["sgdet"], "splits": ["novel"], "measure_speed": False, "stability_noise": []},
     )
     result = run_experiment(cfg, work_dir=tmp_path)
     assert {(m.task, m.split) for m in result.metrics} == {("sgdet", "novel")}
