@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -325,19 +326,8 @@ def _absolute(options: RunOptions) -> RunOptions:
     return RunOptions(**values)
 
 
-def _schedule(
-    spec: StudySpec,
-    trials: list[TrialSpec],
-    options: RunOptions,
-    experiment_fn: ExperimentFn | None,
-    events: StudyEvents | None,
-    outcome: StudyOutcome,
-) -> _Listener:
-    """Tracking store first (driver, before trials), then Ray; every run is closed at the end."""
-    from harness import scheduling  # ray is imported only when there is something to run
-
-    if events:
-        events.phase("preparing the MLflow store")
+def _prepare_tracking(spec: StudySpec, options: RunOptions) -> RecordingContext:
+    """The MLflow store and the study's experiment; stale RUNNING runs of the study closed."""
     ctx = recording_context(
         options.run_dir,
         options.results_dir,
@@ -347,40 +337,61 @@ def _schedule(
         retries=options.retries,
     )
     ctx.tracker.mark_stale_runs_killed(ctx.experiment_id)
-    outcome.tracking_uri = ctx.tracker.uri
-    listener = _Listener(trials, ctx, events)
+    return ctx
+
+
+def _schedule(
+    spec: StudySpec,
+    trials: list[TrialSpec],
+    options: RunOptions,
+    experiment_fn: ExperimentFn | None,
+    events: StudyEvents | None,
+    outcome: StudyOutcome,
+) -> _Listener:
+    """Tracking store and Ray first (both ready before any trial); every run is closed at the end.
+
+    The store is prepared in a thread while Ray starts: importing mlflow and migrating a new sqlite
+    database take seconds, so does starting Ray, and neither needs the other (on 2 cores this
+    saves about a third of the start-up). Trials are scheduled only once both are done.
+    """
+    from harness import scheduling  # ray is imported only when there is something to run
+
+    joining = bool(options.address or os.environ.get("RAY_ADDRESS"))
     if events:
-        events.phase(
-            "starting Ray" if not (options.address or os.environ.get("RAY_ADDRESS")) else "joining Ray"
-        )
-    try:
+        events.phase(f"preparing the MLflow store, {'joining' if joining else 'starting'} Ray")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-store") as pool:
+        pending = pool.submit(_prepare_tracking, spec, options)
         with scheduling.ray_cluster(
             options.address, num_cpus=options.num_cpus, num_gpus=options.num_gpus
         ) as cluster:
-            resources = scheduling.trial_resources(spec.resources.cpus, spec.resources.gpus, cluster)
-            outcome.resources = resources
-            _check_tracking_from_nodes(scheduling, ctx.tracker.uri, options, outcome)
-            if events:
-                events.phase(f"running on {_describe(cluster, resources)}")
-            items = [(t, str(options.run_dir), experiment_fn) for t in trials]
-            scheduling.run_trials(
-                items,
-                [t.trial_id for t in trials],
-                work_entry,
-                listener,
-                resources=resources,
-                storage_dir=options.run_dir / "tune",
-                experiment=f"{spec.name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}",
-                max_concurrent=options.max_concurrent,
-                max_failures=options.retries,
-            )
-    finally:
-        for recorder in listener.recorders:
-            if recorder.open:
-                recorder.kill("the study stopped before this trial finished")
+            ctx = pending.result()
+            outcome.tracking_uri = ctx.tracker.uri
+            listener = _Listener(trials, ctx, events)
+            try:
+                resources = scheduling.trial_resources(spec.resources.cpus, spec.resources.gpus, cluster)
+                outcome.resources = resources
+                _check_tracking_from_nodes(scheduling, ctx.tracker.uri, options, outcome)
                 if events:
-                    events.ended(recorder.outcome)
-        outcome.tracking_errors.extend(ctx.tracker.summary())
+                    events.phase(f"running on {_describe(cluster, resources)}")
+                items = [(t, str(options.run_dir), experiment_fn) for t in trials]
+                scheduling.run_trials(
+                    items,
+                    [t.trial_id for t in trials],
+                    work_entry,
+                    listener,
+                    resources=resources,
+                    storage_dir=options.run_dir / "tune",
+                    experiment=f"{spec.name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}",
+                    max_concurrent=options.max_concurrent,
+                    max_failures=options.retries,
+                )
+            finally:
+                for recorder in listener.recorders:
+                    if recorder.open:
+                        recorder.kill("the study stopped before this trial finished")
+                        if events:
+                            events.ended(recorder.outcome)
+                outcome.tracking_errors.extend(ctx.tracker.summary())
     return listener
 
 

@@ -12,6 +12,7 @@ study's experiment are created by the driver before any trial starts.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -19,7 +20,8 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Literal
 
 # No traffic but loopback: mlflow 3.17 reads MLFLOW_DISABLE_TELEMETRY (true/1); its DO_NOT_TRACK
 # check only accepts the string "true", so "1" alone would not switch telemetry off.
@@ -31,15 +33,29 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag, ViewType  # noqa: E402
-from mlflow.utils.validation import (  # noqa: E402
-    MAX_ENTITY_KEY_LENGTH,
-    MAX_PARAM_VAL_LENGTH,
-    MAX_TAG_VAL_LENGTH,
-)
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
+
+# MLflow 3.17's limits (mlflow.utils.validation; tests check they still agree). Kept here so that
+# importing this module does not import mlflow: that costs seconds, which `harness run` with
+# nothing left to do never pays, and which the driver pays in a thread while Ray starts.
+MAX_ENTITY_KEY_LENGTH = 250
+MAX_PARAM_VAL_LENGTH = 6000
+MAX_TAG_VAL_LENGTH = 8000
+
+
+@functools.cache
+def _mlflow() -> SimpleNamespace:
+    """The few mlflow names the tracker uses, imported on first use."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag, ViewType
+
+    return SimpleNamespace(
+        MlflowClient=MlflowClient, Metric=Metric, Param=Param, RunTag=RunTag, ViewType=ViewType
+    )
+
 
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
 _KEY_RE = re.compile(r"[^\w\-./ :]")
@@ -86,7 +102,7 @@ class Tracker:
     def __init__(self, uri: str, run_dir: Path) -> None:
         self.uri = uri
         self.run_dir = Path(run_dir)
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = _mlflow().MlflowClient(tracking_uri=uri)
 
     @property
     def embedded(self) -> bool:
@@ -110,7 +126,9 @@ class Tracker:
     def mark_stale_runs_killed(self, experiment_id: str) -> list[str]:
         """Runs left RUNNING by a driver that died: mark them KILLED. Call under the study lock."""
         stale = self.client.search_runs(
-            [experiment_id], filter_string="attributes.status = 'RUNNING'", run_view_type=ViewType.ALL
+            [experiment_id],
+            filter_string="attributes.status = 'RUNNING'",
+            run_view_type=_mlflow().ViewType.ALL,
         )
         for run in stale:
             self.client.set_terminated(run.info.run_id, status="KILLED")
@@ -128,19 +146,20 @@ class Tracker:
         )
         run_id = run.info.run_id
         self.client.log_batch(
-            run_id, params=[Param(_key(k), _clip(v, MAX_PARAM_VAL_LENGTH)) for k, v in params.items()]
+            run_id,
+            params=[_mlflow().Param(_key(k), _clip(v, MAX_PARAM_VAL_LENGTH)) for k, v in params.items()],
         )
         return run_id
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         """Log a batch of metrics at ``step`` (per-epoch curves use the global epoch index)."""
         stamp = _now_ms()
-        entities = [Metric(_key(k), float(v), stamp, step) for k, v in metrics.items()]
+        entities = [_mlflow().Metric(_key(k), float(v), stamp, step) for k, v in metrics.items()]
         if entities:
             self.client.log_batch(run_id, metrics=entities)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        entities = [RunTag(_key(k), _clip(str(v), MAX_TAG_VAL_LENGTH)) for k, v in tags.items()]
+        entities = [_mlflow().RunTag(_key(k), _clip(str(v), MAX_TAG_VAL_LENGTH)) for k, v in tags.items()]
         if entities:
             self.client.log_batch(run_id, tags=entities)
 
@@ -159,7 +178,9 @@ class Tracker:
 
     def runs(self, experiment_id: str) -> list[Any]:
         """Every run of the experiment (tests and `harness ui` read them back)."""
-        return self.client.search_runs([experiment_id], run_view_type=ViewType.ALL, max_results=10000)
+        return self.client.search_runs(
+            [experiment_id], run_view_type=_mlflow().ViewType.ALL, max_results=10000
+        )
 
     def metric_history(self, run_id: str, key: str) -> list[Any]:
         return self.client.get_metric_history(run_id, key)

@@ -117,3 +117,33 @@ def test_real_data_flags_change_trial_identity(study: Path, tmp_path: Path) -> N
             str(tmp_path / "data"),
         )
     assert code == 2 and "SYNTHETIC" not in out
+
+
+def test_progress_view_counts_states_and_estimates_eta(study: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from harness.progress import StudyProgress, fmt_duration
+    from harness.trial import TrialOutcome
+
+    trials = expand_study(load_study(study))
+    console = Console(file=io.StringIO(), width=160, force_terminal=False)
+    view = StudyProgress("tiny", console)
+    view.planned(trials[1:], trials[:1])
+    assert view.eta() is None  # nothing has finished yet: no estimate
+    view.started(trials[1].trial_id)
+    view.started(trials[2].trial_id)
+    view.epoch(trials[1].trial_id, 1, 0, {"train/loss": 1.0})
+    view.rows[trials[1].trial_id].started -= 30  # it ran for 30 s
+    view.ended(TrialOutcome(trials[1].trial_id, "2", 1, "finished"))
+    view.ended(TrialOutcome(trials[2].trial_id, "6", 0, "failed", error="RuntimeError: boom"))
+    view.started(trials[3].trial_id)
+    assert view.counts() == {"pending": 0, "running": 1, "finished": 1, "failed": 1, "skipped": 1}
+    eta = view.eta()
+    assert eta is not None and 0 < eta <= 30
+    console.print(view)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "0 pending / 1 running / 2 done / 1 failed" in text
+    assert "RuntimeError: boom" in text and "done (kept)" in text
+    assert [fmt_duration(s) for s in (None, 42, 187, 3720)] == ["—", "42s", "3m07s", "1h02m"]

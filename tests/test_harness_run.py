@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -25,8 +26,7 @@ from sage_model.config import ExperimentConfig
 
 ray = pytest.importorskip("ray")
 
-# Ray workers import this module to unpickle the experiment functions below: keep its top-level
-# imports light (mlflow alone costs seconds per worker process), import the tracker where used.
+# mlflow is imported only where a test reads the store back (it costs seconds to import).
 
 
 def tracker_for(run_dir: Path) -> Any:
@@ -108,10 +108,15 @@ def barrier_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any =
 
 
 @pytest.fixture(scope="module")
-def ray_with_fake_gpus(project_root: Path) -> Any:
-    """A local Ray with 2 CPUs and 2 fake GPUs; workers can import this test module."""
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(project_root), saved) if p)
+def ray_with_fake_gpus() -> Any:
+    """A local Ray with 2 CPUs and 2 fake GPUs.
+
+    This module's experiment functions travel to the workers by value, so no worker has to import
+    the test module (and pytest, polars...) just to unpickle them.
+    """
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(
         num_cpus=2,
         num_gpus=2,
@@ -121,10 +126,7 @@ def ray_with_fake_gpus(project_root: Path) -> Any:
     )
     yield ray
     ray.shutdown()
-    if saved is None:
-        os.environ.pop("PYTHONPATH", None)
-    else:
-        os.environ["PYTHONPATH"] = saved
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
 def write_study(

@@ -149,3 +149,13 @@ def test_long_params_are_clipped_not_rejected(store: Path) -> None:
     assert len(run.data.params["model.prompt.init_text"]) == 6000
     assert run.data.params["model.prompt.init_text"].endswith("[truncated]")
     assert time.time() * 1000 >= run.info.start_time
+
+
+def test_mlflow_limits_match_the_installed_mlflow() -> None:
+    from mlflow.utils import validation
+
+    from harness import tracking
+
+    assert tracking.MAX_ENTITY_KEY_LENGTH == validation.MAX_ENTITY_KEY_LENGTH
+    assert tracking.MAX_PARAM_VAL_LENGTH == validation.MAX_PARAM_VAL_LENGTH
+    assert tracking.MAX_TAG_VAL_LENGTH == validation.MAX_TAG_VAL_LENGTH
