@@ -30,6 +30,8 @@ from harness.results import read_results
 from harness.tracking import Tracker
 from tests.reliability_support import PROJECT_ROOT, QUIET_ENV, free_port, mlflow_server, wait_for, write_study
 
+pytestmark = pytest.mark.slow  # real processes, Ray and MLflow servers: about a minute or more
+
 RAY = shutil.which("ray")
 
 DRIVER = """\

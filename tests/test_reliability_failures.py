@@ -16,6 +16,8 @@ from harness.runner import RunOptions, run_study
 from harness.tracking import Tracker
 from tests.reliability_support import failing_experiment, write_study
 
+pytestmark = pytest.mark.slow  # real processes, Ray and MLflow servers: about a minute or more
+
 ray = pytest.importorskip("ray")
 
 

@@ -15,6 +15,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from harness.results import read_results
 from harness.tracking import Tracker
 from tests.reliability_support import (
@@ -25,6 +27,8 @@ from tests.reliability_support import (
     wait_for,
     write_study,
 )
+
+pytestmark = pytest.mark.slow  # real processes, Ray and MLflow servers: about a minute or more
 
 DRIVER = """\
 import sys

@@ -31,6 +31,8 @@ from tests.reliability_support import (
     write_study,
 )
 
+pytestmark = pytest.mark.slow  # real processes, Ray and MLflow servers: about a minute or more
+
 ray = pytest.importorskip("ray")
 
 

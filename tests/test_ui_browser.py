@@ -32,6 +32,8 @@ from tests.reliability_support import (
     write_study,
 )
 
+pytestmark = pytest.mark.slow  # real processes, Ray and MLflow servers: about a minute or more
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
