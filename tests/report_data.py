@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.report.fmt import ReportMeta
 from harness.results import MetricRow, TrialRecord, write_result
 from harness.spec import StudySpec, load_study
 
@@ -66,6 +67,15 @@ table:
     "Image-Cond": [47.03, 6.28]
     "Ours": [55.64, 121.62]
 """
+
+META = ReportMeta(
+    command="harness report --paper-tables",
+    results_dir="results",
+    result_files=9,
+    generated_at="2026-01-03T00:00:00+00:00",
+    git_sha="ffffffffffff",
+)
+"""A fixed report header, so rendered output does not depend on the clock or the checkout."""
 
 NOVEL = ("predcls", "novel", "map")
 ALL = ("predcls", "all", "map")

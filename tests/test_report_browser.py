@@ -16,8 +16,7 @@ from matplotlib.image import imread
 
 from harness.report.paper import write_paper_tables
 from harness.results import read_results
-from tests.report_data import load_toy_studies, write_efficiency_results, write_sweep_results
-from tests.test_report_render import META
+from tests.report_data import META, load_toy_studies, write_efficiency_results, write_sweep_results
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BANNER_RED = np.array([176, 0, 32]) / 255  # #b00020, the banner's left border

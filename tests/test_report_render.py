@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.report.fmt import SYNTHETIC_BANNER, ReportMeta
+from harness.report.fmt import SYNTHETIC_BANNER
 from harness.report.paper import parse_formats, write_paper_tables
 from harness.report.render_html import render_html
 from harness.report.render_md import render_markdown
@@ -24,6 +24,7 @@ from harness.report.tables import build_paper_table
 from harness.results import read_results
 from tests.report_data import (
     EFFICIENCY_YAML,
+    META,
     SWEEP_YAML,
     load_toy_studies,
     write_efficiency_results,
@@ -33,13 +34,6 @@ from tests.report_data import (
 )
 
 GOLDEN = Path(__file__).parent / "golden"
-META = ReportMeta(
-    command="harness report --paper-tables",
-    results_dir="results",
-    result_files=9,
-    generated_at="2026-01-03T00:00:00+00:00",
-    git_sha="ffffffffffff",
-)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

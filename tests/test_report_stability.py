@@ -23,8 +23,7 @@ from sage_model.clip import build_tiny_clip
 from sage_model.config import ModelConfig, PromptConfig
 from sage_model.data.vocab import Vocabulary
 from sage_model.model.sage import build_model
-from tests.report_data import write_study, write_trial
-from tests.test_report_render import META
+from tests.report_data import META, write_study, write_trial
 
 VOCAB = Vocabulary(
     dataset="vidvrd",
