@@ -21,7 +21,7 @@ from harness.spec import load_study
 
 STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml"))
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.slow, pytest.mark.all_studies, pytest.mark.timeout(3600)]
 
 
 @pytest.fixture(scope="module")
