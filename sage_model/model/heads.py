@@ -20,9 +20,10 @@ class Adapter(nn.Module):
         super().__init__()
         hidden = max(dim // reduction, 1)
         self.ratio = ratio
-        self.body = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
-        nn.init.zeros_(self.body[2].weight)
-        nn.init.zeros_(self.body[2].bias)
+        last = nn.Linear(hidden, dim)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.body = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), last)
 
     def forward(self, x: Tensor) -> Tensor:
         return (1.0 - self.ratio) * x + self.ratio * self.body(x)

@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ PREDICTION_VERSION = "VERSION 1.0"
 PER_SEGMENT_TOP_K = 200  # the association's own per-window cut (sage_model.eval.associate_segments)
 
 
-class BatchReader:
+class BatchReader(Protocol):
     """Anything with ``get_batch(indices) -> dict`` and ``len`` (``sage_model.data.PairDataset``)."""
 
     def __len__(self) -> int: ...

@@ -148,6 +148,11 @@ def class_sentences(names: list[str], template: str) -> list[str]:
 class ContextTokens(nn.Module):
     """The learnable (or frozen, for the ``fixed`` init) context vectors and their layout."""
 
+    ids: Tensor  # (C, L) buffers, declared for the type checker
+    ctx_positions: Tensor  # (C, n_ctx)
+    eos_index: Tensor  # (C,)
+    base_embeddings: Tensor  # (C, L, W)
+
     def __init__(self, cfg: PromptConfig, encoder: LayerwiseTextEncoder, names: list[str]) -> None:
         super().__init__()
         width = encoder.width
@@ -231,6 +236,8 @@ class ClassAwarePrompt(nn.Module):
     [EOS] would leave the pooled [EOS] feature unchanged); ``replace`` overwrites the first M
     context slots instead (deep prompting, as TCP does), which needs M <= n_ctx.
     """
+
+    knowledge: Tensor  # (C, E) W_clip buffer
 
     def __init__(
         self, cfg: PromptConfig, encoder: LayerwiseTextEncoder, names: list[str], knowledge: Tensor

@@ -43,7 +43,8 @@ DEFAULT_BLOCKS = {"vidvrd": 1, "vidor": 2}
 
 
 class VocabularyLike(Protocol):
-    dataset: str
+    @property
+    def dataset(self) -> str: ...
 
     @property
     def objects(self) -> tuple[str, ...]: ...
@@ -76,6 +77,9 @@ def _input_projection(in_dim: int, dim: int) -> nn.Module:
 
 
 class SageModel(nn.Module):
+    knowledge: Tensor  # (P, E) W_clip buffer
+    object_text: Tensor  # (O, E) W_obj buffer
+    handcrafted: Tensor  # (P, E) hand-crafted template classifier (strategy 'none' only)
     def __init__(
         self,
         cfg: ModelConfig,

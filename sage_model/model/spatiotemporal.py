@@ -64,11 +64,12 @@ class MotionEncoder(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(MOTION_FEATURES, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
-        # Starts at zero: added to every region token, a random motion embedding as large as
-        # the region features would drown them until it learnt to shrink.
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
+        # The last layer starts at zero: added to every region token, a random motion embedding
+        # as large as the region features would drown them until it learnt to shrink.
+        last = nn.Linear(dim, dim)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.mlp = nn.Sequential(nn.Linear(MOTION_FEATURES, dim), nn.ReLU(inplace=True), last)
 
     def forward(self, boxes: Tensor) -> Tensor:
         return self.mlp(motion_features(boxes))

@@ -165,6 +165,30 @@ def _save(path: Path, state: dict[str, object]) -> None:
     os.replace(tmp, path)
 
 
+@dataclass
+class Best:
+    """The best-validated epoch of a stage so far (``train.select_on: val``)."""
+
+    value: float = -math.inf
+    state: dict[str, Tensor] | None = None
+
+
+@dataclass
+class StageRun:
+    """Everything one stage needs besides the model (shared by both stages)."""
+
+    source: BatchSource
+    vocab: TrainingVocabulary
+    cfg: TrainConfig
+    device: torch.device
+    seed: int
+    ckpt_path: Path | None
+    fingerprint: str
+    validate: Callable[[SageModel], dict[str, float]] | None
+    on_epoch: Callable[[EpochReport], None] | None
+    summary: TrainSummary
+
+
 def train_two_stage(
     model: SageModel,
     source: BatchSource,
@@ -181,69 +205,78 @@ def train_two_stage(
     """Train stage 1 then stage 2; returns the per-epoch history (also sent to ``on_epoch``).
 
     ``validate`` scores the model on held-out training videos (never the test split); with
-    ``cfg.select_on == "val"`` each stage ends on its best-validated epoch.
+    ``cfg.select_on == "val"`` each stage ends on its best-validated epoch. ``fingerprint``
+    identifies the configuration: a checkpoint written under another one is refused.
     """
-    summary = TrainSummary()
     started = time.perf_counter()
     model.to(device)
     ckpt_path = None
     if checkpoint_dir is not None:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
+    run = StageRun(
+        source, vocab, cfg, device, seed, ckpt_path, fingerprint, validate, on_epoch, TrainSummary()
+    )
     resume = _load_checkpoint(ckpt_path, fingerprint)
     if resume is not None:
-        summary.resumed_from = (int(resume["stage"]), int(resume["epoch"]))
-        summary.history = [EpochReport(**r) for r in resume["history"]]
-    total_samples = 0
+        run.summary.resumed_from = (int(resume["stage"]), int(resume["epoch"]))
+        run.summary.history = [EpochReport(**r) for r in resume["history"]]
+    samples = 0
     for stage, epochs in ((1, cfg.stage1_epochs), (2, cfg.stage2_epochs)):
         if resume is not None and stage < int(resume["stage"]):
             continue
         if not stage_has_work(model, stage, epochs):
             log.info("stage %d: nothing to train (epochs=%d)", stage, epochs)
             continue
-        optimizer = torch.optim.AdamW(model.stage_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), gamma=cfg.lr_decay)
-        first, best = 1, {"value": -math.inf, "state": None}
-        if resume is not None and stage == int(resume["stage"]):
-            model.load_trainable_state(resume["model"])
-            optimizer.load_state_dict(resume["optimizer"])
-            scheduler.load_state_dict(resume["scheduler"])
-            set_rng_state(resume["rng"])
-            first, best = int(resume["epoch"]) + 1, resume["best"]
-            resume = None
-        for epoch in range(first, epochs + 1):
-            generator = torch.Generator().manual_seed(seed * 1000 + stage * 100 + epoch)
-            metrics = run_epoch(model, source, vocab, optimizer, cfg, device, generator)
-            scheduler.step()
-            total_samples += len(source)
-            if validate is not None:
-                model.eval()
-                metrics.update(validate(model))
-                value = metrics.get(SELECT_METRIC, -math.inf)
-                if cfg.select_on == "val" and value > best["value"]:
-                    best = {
-                        "value": value,
-                        "state": {k: v.detach().clone() for k, v in model.trainable_state().items()},
-                    }
-            report = EpochReport(stage=stage, epoch=epoch, metrics=metrics)
-            summary.history.append(report)
-            if on_epoch is not None:
-                on_epoch(report)
-            if ckpt_path is not None:
-                _save(ckpt_path, {
-                    "fingerprint": fingerprint, "stage": stage, "epoch": epoch,
-                    "model": model.trainable_state(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": rng_state(), "best": best,
-                    "history": [r.__dict__ for r in summary.history],
-                })  # fmt: skip
-        if cfg.select_on == "val" and best["state"] is not None:
-            model.load_trainable_state(best["state"])
-            log.info("stage %d: kept the epoch with %s = %.3f", stage, SELECT_METRIC, best["value"])
+        here = resume if resume is not None and stage == int(resume["stage"]) else None
+        samples += _train_stage(model, stage, epochs, run, here)
+        resume = None
     model.set_stage(2 if _trained_stage2(model, cfg) else 1)
     model.eval()
-    summary.wall_s = time.perf_counter() - started
-    summary.samples_per_s = total_samples / max(summary.wall_s, 1e-9)
-    return summary
+    run.summary.wall_s = time.perf_counter() - started
+    run.summary.samples_per_s = samples / max(run.summary.wall_s, 1e-9)
+    return run.summary
+
+
+def _train_stage(model: SageModel, stage: int, epochs: int, run: StageRun, resume: dict | None) -> int:
+    """The epochs of one stage (from a checkpoint of this stage if given); returns samples seen."""
+    cfg = run.cfg
+    optimizer = torch.optim.AdamW(model.stage_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), gamma=cfg.lr_decay)
+    first, best = 1, Best()
+    if resume is not None:
+        model.load_trainable_state(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        set_rng_state(resume["rng"])
+        first, best = int(resume["epoch"]) + 1, Best(**resume["best"])
+    samples = 0
+    for epoch in range(first, epochs + 1):
+        generator = torch.Generator().manual_seed(run.seed * 1000 + stage * 100 + epoch)
+        metrics = run_epoch(model, run.source, run.vocab, optimizer, cfg, run.device, generator)
+        scheduler.step()
+        samples += len(run.source)
+        if run.validate is not None:
+            model.eval()
+            metrics.update(run.validate(model))
+            value = metrics.get(SELECT_METRIC, -math.inf)
+            if cfg.select_on == "val" and value > best.value:
+                best = Best(value, {k: v.detach().clone() for k, v in model.trainable_state().items()})
+        report = EpochReport(stage=stage, epoch=epoch, metrics=metrics)
+        run.summary.history.append(report)
+        if run.on_epoch is not None:
+            run.on_epoch(report)
+        if run.ckpt_path is not None:
+            _save(run.ckpt_path, {
+                "fingerprint": run.fingerprint, "stage": stage, "epoch": epoch,
+                "model": model.trainable_state(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng_state(), "best": best.__dict__,
+                "history": [r.__dict__ for r in run.summary.history],
+            })  # fmt: skip
+    if cfg.select_on == "val" and best.state is not None:
+        model.load_trainable_state(best.state)
+        log.info("stage %d: kept the epoch with %s = %.3f", stage, SELECT_METRIC, best.value)
+    return samples
 
 
 def _trained_stage2(model: SageModel, cfg: TrainConfig) -> bool:
