@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,10 +203,13 @@ class _Listener:
     """Driver side of the scheduled trials: recorders plus the progress sink."""
 
     def __init__(
-        self, trials: Sequence[TrialSpec], ctx: RecordingContext, events: StudyEvents | None
+        self,
+        trials: Sequence[TrialSpec],
+        contexts: dict[str, RecordingContext],
+        events: StudyEvents | None,
     ) -> None:
         self.trials = list(trials)
-        self.recorders = [TrialRecorder(t, ctx) for t in trials]
+        self.recorders = [TrialRecorder(t, contexts[t.study]) for t in trials]
         self.events = events
 
     def on_start(self, index: int) -> None:
@@ -253,37 +257,87 @@ def run_study(
     ``experiment_fn`` replaces :func:`sage_model.experiment.run_experiment` (tests, benchmarks);
     it must be importable by module path so Ray workers can unpickle it.
     """
+    return run_studies([study], options, experiment_fn=experiment_fn, events=events)[0]
+
+
+def run_studies(
+    studies: Sequence[StudySpec | str | Path],
+    options: RunOptions = RunOptions(),
+    *,
+    experiment_fn: ExperimentFn | None = None,
+    events: StudyEvents | None = None,
+) -> list[StudyOutcome]:
+    """Several studies as one scheduling pass: one Ray, one Tune run, one outcome per study.
+
+    Why one pass: run one after another, each study starts its own trial processes (torch and
+    the model imported again) and its slowest trial leaves the other slots idle until it ends.
+    Together, the next study's trials fill those slots and the processes are reused across
+    studies. Each study keeps its own lock, MLflow experiment, resources and results folder;
+    ``wall_s`` of every outcome is the wall time of the whole pass.
+    """
     start = time.perf_counter()
-    spec = study if isinstance(study, StudySpec) else load_study(study)
+    specs = [s if isinstance(s, StudySpec) else load_study(s) for s in studies]
+    _check_distinct_names(specs)
     options = _absolute(options)
-    plan = plan_study(spec, options)
-    to_run, skipped = plan.to_run, plan.skipped
+    plans = [plan_study(spec, options) for spec in specs]
     if events:
-        events.planned(to_run, skipped)
-    outcomes = {t.trial_id: TrialOutcome(t.trial_id, t.variant, t.seed, "skipped") for t in skipped}
-    outcome = StudyOutcome(
-        study=spec.name,
-        trials=[],
-        synthetic=any(t.config.data.root is None for t in to_run + skipped),
-        wall_s=0.0,
-        run_dir=options.run_dir,
-        results_dir=options.results_dir,
-    )
-    if to_run:
-        _preflight(to_run, options)
-        with StudyLock(options.run_dir, spec.name):
-            remove_stale_temp_files(options.results_dir, spec.name)  # a writer killed mid-write
-            if not options.force:  # a run that held the lock before us may have finished some
-                for t in to_run:
-                    if is_finished(options.results_dir, t.study, t.trial_id):
-                        outcomes[t.trial_id] = TrialOutcome(t.trial_id, t.variant, t.seed, "skipped")
-                to_run = [t for t in to_run if t.trial_id not in outcomes]
-            if to_run:
-                listener = _schedule(spec, to_run, options, experiment_fn, events, outcome)
+        events.planned([t for p in plans for t in p.to_run], [t for p in plans for t in p.skipped])
+    outcomes = {
+        t.trial_id: TrialOutcome(t.trial_id, t.variant, t.seed, "skipped") for p in plans for t in p.skipped
+    }
+    results = [
+        StudyOutcome(
+            study=spec.name,
+            trials=[],
+            synthetic=any(t.config.data.root is None for t in plan.trials),
+            wall_s=0.0,
+            run_dir=options.run_dir,
+            results_dir=options.results_dir,
+        )
+        for spec, plan in zip(specs, plans, strict=True)
+    ]
+    pending = [t for p in plans for t in p.to_run]
+    if pending:
+        _preflight(pending, options)
+        with ExitStack() as locks:
+            batch: list[tuple[StudySpec, list[TrialSpec], StudyOutcome]] = []
+            for spec, plan, outcome in zip(specs, plans, results, strict=True):
+                if not plan.to_run:
+                    continue
+                locks.enter_context(StudyLock(options.run_dir, spec.name))
+                to_run = _still_to_run(spec, plan.to_run, options, outcomes)
+                if to_run:
+                    batch.append((spec, to_run, outcome))
+            if batch:
+                listener = _schedule(batch, options, experiment_fn, events)
                 outcomes.update({r.trial.trial_id: r.outcome for r in listener.recorders})
-    outcome.trials = [outcomes[t.trial_id] for t in plan.trials]
-    outcome.wall_s = time.perf_counter() - start
-    return outcome
+    wall = time.perf_counter() - start
+    for plan, outcome in zip(plans, results, strict=True):
+        outcome.trials = [outcomes[t.trial_id] for t in plan.trials]
+        outcome.wall_s = wall
+    return results
+
+
+def _check_distinct_names(specs: Sequence[StudySpec]) -> None:
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise ValueError(f"study {spec.name} is given twice")
+        seen.add(spec.name)
+
+
+def _still_to_run(
+    spec: StudySpec, to_run: list[TrialSpec], options: RunOptions, outcomes: dict[str, TrialOutcome]
+) -> list[TrialSpec]:
+    """Under the study's lock: clear a killed writer's temp files, and skip trials that a run
+    holding the lock before us finished meanwhile (recorded as skipped in ``outcomes``)."""
+    remove_stale_temp_files(options.results_dir, spec.name)
+    if options.force:
+        return to_run
+    for t in to_run:
+        if is_finished(options.results_dir, t.study, t.trial_id):
+            outcomes[t.trial_id] = TrialOutcome(t.trial_id, t.variant, t.seed, "skipped")
+    return [t for t in to_run if t.trial_id not in outcomes]
 
 
 def _preflight(trials: list[TrialSpec], options: RunOptions) -> None:
@@ -341,12 +395,10 @@ def _prepare_tracking(spec: StudySpec, options: RunOptions) -> RecordingContext:
 
 
 def _schedule(
-    spec: StudySpec,
-    trials: list[TrialSpec],
+    batch: list[tuple[StudySpec, list[TrialSpec], StudyOutcome]],
     options: RunOptions,
     experiment_fn: ExperimentFn | None,
     events: StudyEvents | None,
-    outcome: StudyOutcome,
 ) -> _Listener:
     """Tracking store and Ray first (both ready before any trial); every run is closed at the end.
 
@@ -356,32 +408,39 @@ def _schedule(
     """
     from harness import scheduling  # ray is imported only when there is something to run
 
+    specs = [spec for spec, _, _ in batch]
+    trials = [t for _, study_trials, _ in batch for t in study_trials]
     joining = bool(options.address or os.environ.get("RAY_ADDRESS"))
     if events:
         events.phase(f"preparing the MLflow store, {'joining' if joining else 'starting'} Ray")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-store") as pool:
-        pending = pool.submit(_prepare_tracking, spec, options)
+        pending = pool.submit(lambda: {spec.name: _prepare_tracking(spec, options) for spec in specs})
         with scheduling.ray_cluster(
             options.address, num_cpus=options.num_cpus, num_gpus=options.num_gpus
         ) as cluster:
-            ctx = pending.result()
-            outcome.tracking_uri = ctx.tracker.uri
-            listener = _Listener(trials, ctx, events)
+            contexts = pending.result()
+            listener = _Listener(trials, contexts, events)
             try:
-                resources = scheduling.trial_resources(spec.resources.cpus, spec.resources.gpus, cluster)
-                outcome.resources = resources
-                _check_tracking_from_nodes(scheduling, ctx.tracker.uri, options, outcome)
+                per_study = {
+                    spec.name: scheduling.trial_resources(spec.resources.cpus, spec.resources.gpus, cluster)
+                    for spec in specs
+                }
+                for spec, _, outcome in batch:
+                    outcome.tracking_uri = contexts[spec.name].tracker.uri
+                    outcome.resources = per_study[spec.name]
+                    _check_tracking_from_nodes(scheduling, outcome.tracking_uri, options, outcome)
                 if events:
-                    events.phase(f"running on {_describe(cluster, resources)}")
-                items = [(t, str(options.run_dir), experiment_fn) for t in trials]
+                    events.phase(f"running on {_describe(cluster, list(per_study.values()))}")
+                stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+                label = specs[0].name if len(specs) == 1 else f"{len(specs)}-studies"
                 scheduling.run_trials(
-                    items,
+                    [(t, str(options.run_dir), experiment_fn) for t in trials],
                     [t.trial_id for t in trials],
                     work_entry,
                     listener,
-                    resources=resources,
+                    resources=[per_study[t.study] for t in trials],
                     storage_dir=options.run_dir / "tune",
-                    experiment=f"{spec.name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}",
+                    experiment=f"{label}-{stamp}",
                     max_concurrent=options.max_concurrent,
                     max_failures=options.retries,
                 )
@@ -391,12 +450,17 @@ def _schedule(
                         recorder.kill("the study stopped before this trial finished")
                         if events:
                             events.ended(recorder.outcome)
-                outcome.tracking_errors.extend(ctx.tracker.summary())
+                for spec, _, outcome in batch:
+                    outcome.tracking_errors.extend(contexts[spec.name].tracker.summary())
     return listener
 
 
-def _describe(cluster: Any, resources: dict[str, float]) -> str:
+def _describe(cluster: Any, requests: list[dict[str, float]]) -> str:
     where = "local Ray" if cluster.started_here else f"Ray at {cluster.address}"
     gpus = f", {cluster.gpus:g} GPUs" if cluster.gpus else ""
-    per = ", ".join(f"{v:g} {k.upper()}" for k, v in resources.items())
-    return f"{where} ({cluster.cpus:g} CPUs{gpus}); {per} per trial"
+    distinct = []
+    for request in requests:
+        text = ", ".join(f"{v:g} {k.upper()}" for k, v in request.items())
+        if text not in distinct:
+            distinct.append(text)
+    return f"{where} ({cluster.cpus:g} CPUs{gpus}); {' or '.join(distinct)} per trial"

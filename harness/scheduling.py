@@ -35,6 +35,7 @@ os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # the harness records
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
+from ray.tune.execution.placement_groups import PlacementGroupFactory, resource_dict_to_pg_factory  # noqa: E402
 from ray.tune.result import RESULT_DUPLICATE  # noqa: E402
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
@@ -256,13 +257,24 @@ class _Bridge(tune.Callback):
         return {**self.__dict__, "listener": None}
 
 
+class _PerTrialResources:
+    """Tune asks each trial's resources with its config; ours are indexed by ``config["index"]``.
+    Tune reuses a trial process only for a trial asking the same resources."""
+
+    def __init__(self, requests: Sequence[dict[str, float]]) -> None:
+        self.factories = [resource_dict_to_pg_factory(dict(r)) for r in requests]
+
+    def __call__(self, config: dict[str, Any]) -> PlacementGroupFactory:
+        return self.factories[config["index"]]
+
+
 def run_trials(
     items: Sequence[Any],
     names: Sequence[str],
     worker_fn: WorkerFn,
     listener: TrialListener,
     *,
-    resources: dict[str, float],
+    resources: dict[str, float] | Sequence[dict[str, float]],
     storage_dir: Path,
     experiment: str,
     max_concurrent: int | None = None,
@@ -272,17 +284,20 @@ def run_trials(
 
     Must be called inside :func:`ray_cluster`. One trial failing does not stop the others; a
     failed trial (error message or dead process) is started again up to ``max_failures`` times.
-    ``names`` become the trial folder names under ``storage_dir/experiment``.
+    ``names`` become the trial folder names under ``storage_dir/experiment``. ``resources`` is
+    one request for every trial or one per item (several studies in one run).
     """
     if not items:
         return 0.0
     if max_concurrent is not None and max_concurrent < 1:
         raise ValueError(f"--max-concurrent: must be >= 1, got {max_concurrent}")
+    if not isinstance(resources, dict) and len(resources) != len(items):
+        raise ValueError(f"{len(resources)} resource requests for {len(items)} trials")
     trainable = tune.with_resources(
         tune.with_parameters(
             _trainable, items=list(items), worker_fn=worker_fn, raise_on_error=max_failures > 0
         ),
-        resources,
+        resources if isinstance(resources, dict) else _PerTrialResources(resources),
     )
     tuner = tune.Tuner(
         trainable,

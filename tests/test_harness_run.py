@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from harness.results import read_results
-from harness.runner import RunOptions, StudyLock, StudyLocked, run_study
+from harness.runner import RunOptions, StudyLock, StudyLocked, run_studies, run_study
 from harness.scheduling import ClusterInfo, trial_resources
 from sage_model.config import ExperimentConfig
 
@@ -104,6 +104,14 @@ def barrier_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any =
         if time.monotonic() > deadline:
             raise TimeoutError("the 4 trials never ran at the same time")
         time.sleep(0.1)
+    return Result([Metric("predcls", "all", "map", 1.0)], {}, "d", "t", True, 1, "cpu", 0.0)
+
+
+def where_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> Result:
+    """Record which (fake) GPUs the trial saw."""
+    seen = _run_dir(work_dir) / "where"
+    seen.mkdir(exist_ok=True)
+    (seen / work_dir.name).write_text(os.environ.get("CUDA_VISIBLE_DEVICES", ""))
     return Result([Metric("predcls", "all", "map", 1.0)], {}, "d", "t", True, 1, "cpu", 0.0)
 
 
@@ -204,6 +212,31 @@ def test_fractional_fake_gpus_pack_two_trials_per_gpu(
         for r in tracker.runs(tracker.ensure_experiment("gpus"))
     }
     assert tags == seen
+
+
+def test_several_studies_run_as_one_schedule_each_with_its_own_resources_and_records(
+    tmp_path: Path, ray_with_fake_gpus: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    whole = write_study(tmp_path, "whole", [2, 4], cpus=0.5, gpus=1)
+    half = write_study(tmp_path, "half", [6, 8], seeds="[0, 1]", cpus=0.5, gpus=0.5)
+    options = RunOptions(run_dir=tmp_path / "runs", results_dir=tmp_path / "results")
+    outcomes = run_studies([whole, half], options, experiment_fn=where_experiment)
+    assert [o.study for o in outcomes] == ["whole", "half"]
+    assert [o.exit_code for o in outcomes] == [0, 0], [t.error for o in outcomes for t in o.failures]
+    assert [o.count("finished") for o in outcomes] == [2, 4]
+    assert outcomes[0].resources == {"cpu": 0.5, "gpu": 1} and outcomes[1].resources == {"cpu": 0.5, "gpu": 0.5}
+    assert read_results(options.results_dir, "whole").height == 2
+    assert read_results(options.results_dir, "half").height == 4
+    assert runs_by_status(options.run_dir, "whole") == Counter({("2", "FINISHED"): 1, ("4", "FINISHED"): 1})
+    assert runs_by_status(options.run_dir, "half") == Counter({("6", "FINISHED"): 2, ("8", "FINISHED"): 2})
+    devices = {p.name: p.read_text() for p in (options.run_dir / "where").iterdir()}
+    assert len(devices) == 6 and set(devices.values()) <= {"0", "1"}, devices  # a whole GPU or a share of one
+    assert not list(options.run_dir.glob("*.lock"))
+    again = run_studies([whole, half], options, experiment_fn=where_experiment)
+    assert [o.count("skipped") for o in again] == [2, 4]
+    with pytest.raises(ValueError, match="study whole is given twice"):
+        run_studies([whole, whole], options, experiment_fn=where_experiment)
 
 
 def test_lock_refuses_a_second_run_of_the_same_study(tmp_path: Path) -> None:

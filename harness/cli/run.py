@@ -6,12 +6,16 @@ Exit codes: 0 every trial done, 1 some trials failed (listed with their errors),
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.panel import Panel
 
 from harness.cli.app import UserError, app, user_errors
+
+if TYPE_CHECKING:
+    from harness.runner import StudyOutcome
 
 SYNTHETIC_BANNER = (
     "SYNTHETIC DATA: no --data-root given, so every trial runs on the embedded synthetic dataset "
@@ -58,7 +62,10 @@ def _report_tracking_errors(errors: list[str], shown: int = 5) -> None:
 @app.command("run")
 @user_errors
 def run(
-    study: Path = typer.Argument(..., help="Study file, e.g. studies/table8_layers.yaml."),
+    studies: list[Path] = typer.Argument(
+        ...,
+        help="Study file(s), e.g. studies/table8_layers.yaml; several (studies/*.yaml) run as one schedule.",
+    ),
     max_concurrent: int | None = typer.Option(
         None,
         "--max-concurrent",
@@ -106,13 +113,17 @@ def run(
         200.0, "--min-free-mb", min=0, help="Free space --results-dir and --run-dir need before trials start."
     ),
 ) -> None:
-    """Run a study: expand it into trials, skip finished ones, schedule the rest on Ray."""
-    from harness.progress import StudyProgress, fmt_duration
-    from harness.runner import RunOptions, run_study
+    """Run studies: expand them into trials, skip finished ones, schedule the rest on Ray.
+
+    Several studies run as one schedule (one Ray, trial processes reused across studies), each
+    with its own lock, MLflow experiment and results folder.
+    """
+    from harness.progress import StudyProgress
+    from harness.runner import RunOptions, run_studies
     from harness.spec import load_study
 
     _check_paths(data_root, clip_checkpoint)
-    spec = load_study(study)
+    specs = [load_study(path) for path in studies]
     options = RunOptions(
         run_dir=run_dir,
         results_dir=results_dir or (run_dir / "smoke-results" if smoke else Path("results")),
@@ -131,22 +142,33 @@ def run(
     console = Console(stderr=True)
     if data_root is None:
         console.print(Panel(SYNTHETIC_BANNER, title="embedded default", style="bold yellow"))
-    progress = StudyProgress(spec.name, console)
+    label = specs[0].name if len(specs) == 1 else f"{len(specs)} studies"
+    progress = StudyProgress(label, console)
     try:
-        outcome = run_study(spec, options, events=progress)
+        outcomes = run_studies(specs, options, events=progress)
     finally:
         progress.stop()
-    done, kept, failed = outcome.count("finished"), outcome.count("skipped"), outcome.failures
-    typer.echo(
-        f"{spec.name}: {done} finished, {kept} already done (skipped), {len(failed)} failed "
-        f"in {fmt_duration(outcome.wall_s)}" + (" [SYNTHETIC DATA]" if outcome.synthetic else "")
-    )
-    typer.echo(f"results: {outcome.results_dir / spec.name}/")
-    if outcome.tracking_uri:
-        typer.echo(f"mlflow:  {outcome.tracking_uri} (experiment {spec.name})")
-    _report_tracking_errors(outcome.tracking_errors)
+    failed = [trial for outcome in outcomes for trial in outcome.failures]
+    for outcome in outcomes:
+        _summarise(outcome)
     if failed:
         typer.echo(f"{len(failed)} trial(s) failed:", err=True)
         for trial in failed:
             typer.echo(f"  {trial.trial_id}: {trial.error}", err=True)
         raise typer.Exit(code=1)
+
+
+def _summarise(outcome: StudyOutcome) -> None:
+    """Three lines per study: counts and wall time, where the results and the runs are."""
+    from harness.progress import fmt_duration
+
+    name = outcome.study
+    typer.echo(
+        f"{name}: {outcome.count('finished')} finished, {outcome.count('skipped')} already done (skipped), "
+        f"{len(outcome.failures)} failed in {fmt_duration(outcome.wall_s)}"
+        + (" [SYNTHETIC DATA]" if outcome.synthetic else "")
+    )
+    typer.echo(f"results: {outcome.results_dir / name}/")
+    if outcome.tracking_uri:
+        typer.echo(f"mlflow:  {outcome.tracking_uri} (experiment {name})")
+    _report_tracking_errors(outcome.tracking_errors)
