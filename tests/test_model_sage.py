@@ -304,3 +304,14 @@ def test_without_class_enhancement_the_classifier_is_the_handcrafted_template(cl
         with torch.no_grad():
             torch.testing.assert_close(model.classifier(classes)[:1], expected)
     assert not model.stage_parameters()  # nothing to train in stage 2
+
+
+def test_text_tower_in_slices_equals_one_pass_and_passes_gradients(clip):
+    enc = LayerwiseTextEncoder(clip)
+    x = torch.randn(70, 9, enc.width, requires_grad=True)  # (N, L, W)
+    whole = enc.run_blocks(x, 0, enc.n_layers)
+    sliced = enc.run_blocks_in_slices(x, 0, enc.n_layers, rows=16)  # 5 slices, the last of 6
+    torch.testing.assert_close(sliced, whole)
+    (grad_sliced,) = torch.autograd.grad(sliced.sum(), x)
+    (grad_whole,) = torch.autograd.grad(whole.sum(), x)
+    torch.testing.assert_close(grad_sliced, grad_whole)
