@@ -42,16 +42,25 @@ def expand_study(
     env_overrides: Mapping[str, Any] | None = None,
     seeds: Sequence[int] | None = None,
     smoke: bool = False,
+    user_overrides: Mapping[str, Any] | None = None,
 ) -> list[TrialSpec]:
     """Every trial of ``spec``, in a fixed order, with resolved configs and ids.
 
     ``seeds`` restricts the study's seeds (each must be one of them); ``smoke`` keeps the first
-    seed only and applies :data:`SMOKE_OVERRIDES`.
+    seed only and applies :data:`SMOKE_OVERRIDES`. ``user_overrides`` (``--set``) change every
+    trial, on top of the study's ``base``; a path some variant sets is refused, since the variant
+    would silently win over it.
     """
     chosen = _choose_seeds(spec, seeds, smoke)
     base = apply_overrides(ExperimentConfig(), spec.base)
     if env_overrides:
         base = apply_overrides(base, env_overrides)
+    if user_overrides:
+        _check_not_varied(spec, user_overrides)
+        try:
+            base = apply_overrides(base, user_overrides)
+        except ValueError as exc:
+            raise ValueError(f"--set: {exc}") from None
     trials: list[TrialSpec] = []
     for variant in spec.variants:
         varied = apply_overrides(base, variant.overrides)
@@ -64,6 +73,22 @@ def expand_study(
                 trials.append(_trial(spec, variant.name, dataset, seed, config))
     _check_unique(trials)
     return trials
+
+
+#: Paths a study owns through its own keys, not through overrides.
+_STUDY_OWNED = {"seed": "the study's seeds (use --seeds)", "data.dataset": "the study's datasets"}
+
+
+def _check_not_varied(spec: StudySpec, user_overrides: Mapping[str, Any]) -> None:
+    for path in user_overrides:
+        if path in _STUDY_OWNED:
+            raise ValueError(f"--set {path}: set by {_STUDY_OWNED[path]}")
+        varied_by = [v.name for v in spec.variants if path in v.overrides]
+        if varied_by:
+            raise ValueError(
+                f"--set {path}: study {spec.name} varies it (variant(s) {', '.join(map(repr, varied_by))}); "
+                "a --set cannot override what the study compares"
+            )
 
 
 def _choose_seeds(spec: StudySpec, seeds: Sequence[int] | None, smoke: bool) -> list[int]:

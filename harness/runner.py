@@ -59,6 +59,8 @@ class RunOptions:
     strict_tracking: bool = False
     #: free space that --results-dir and --run-dir must have before trials start
     min_free_mb: float = DEFAULT_MIN_FREE_MB
+    #: ``--set PATH=VALUE``: dotted config overrides for every trial (e.g. the epochs of real data)
+    overrides: tuple[tuple[str, Any], ...] = ()
 
     def env_overrides(self) -> dict[str, Any]:
         """Where data and weights live on this machine, as dotted config overrides."""
@@ -190,7 +192,11 @@ class Plan:
 def plan_study(spec: StudySpec, options: RunOptions) -> Plan:
     """Expand the study and skip trials whose result file exists (unless ``force``)."""
     trials = expand_study(
-        spec, env_overrides=options.env_overrides(), seeds=options.seeds, smoke=options.smoke
+        spec,
+        env_overrides=options.env_overrides(),
+        seeds=options.seeds,
+        smoke=options.smoke,
+        user_overrides=dict(options.overrides),
     )
     if options.force:
         return Plan(trials, list(trials), [])

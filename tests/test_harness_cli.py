@@ -38,9 +38,9 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def finish_all(study: Path, results_dir: Path) -> list[str]:
+def finish_all(study: Path, results_dir: Path, overrides: dict | None = None) -> list[str]:
     """Write a result file for every trial, as a finished run would."""
-    trials = expand_study(load_study(study))
+    trials = expand_study(load_study(study), user_overrides=overrides)
     for trial in trials:
         record = TrialRecord(
             trial.study, 1, trial.trial_id, trial.variant, trial.dataset, trial.seed, trial.config_hash,
@@ -117,6 +117,35 @@ def test_real_data_flags_change_trial_identity(study: Path, tmp_path: Path) -> N
             str(tmp_path / "data"),
         )
     assert code == 2 and "SYNTHETIC" not in out
+
+
+def test_set_overrides_every_trial_and_refuses_what_the_study_varies(study: Path, tmp_path: Path) -> None:
+    spec = load_study(study)
+    plain = expand_study(spec)
+    longer = expand_study(spec, user_overrides={"train.stage1_epochs": 30, "model.loss.gamma": 0.5})
+    assert all(t.config.train.stage1_epochs == 30 and t.config.model.loss.gamma == 0.5 for t in longer)
+    assert [t.config.model.prompt.insert_layer for t in longer] == [2, 2, 6, 6]  # variants still apply
+    assert not {t.trial_id for t in plain} & {t.trial_id for t in longer}  # new ids: no stale reuse
+    with pytest.raises(ValueError, match=r"--set model.prompt.insert_layer: study tiny varies it \(variant\(s\) '2'\)"):
+        expand_study(spec, user_overrides={"model.prompt.insert_layer": 4})
+    with pytest.raises(ValueError, match="--set seed: set by the study's seeds"):
+        expand_study(spec, user_overrides={"seed": 3})
+    with pytest.raises(ValueError, match="--set: train.stage1_epochs: Input should be greater than or equal to 0"):
+        expand_study(spec, user_overrides={"train.stage1_epochs": -1})
+    # through the CLI (values are YAML): the --set run's finished trials are found and skipped;
+    # the lock is held so that a wrong plan stops (exit 2) instead of training
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    finish_all(study, results, {"train.stage1_epochs": 30, "model.loss.gamma": 0.5})
+    run = ("run", str(study), "--run-dir", str(runs), "--results-dir", str(results))
+    with StudyLock(runs, "tiny"):
+        code, out = invoke(*run, "--set", "train.stage1_epochs=30", "--set", "model.loss.gamma=0.5")
+        assert code == 0 and "tiny: 0 finished, 4 already done (skipped), 0 failed" in out, out
+        code, out = invoke(*run, "--set", "train.stage1_epochs=31", "--set", "model.loss.gamma=0.5")
+        assert code == 2 and "tiny.lock is held" in out  # other epochs: other trials, nothing skipped
+    code, out = invoke(*run, "--set", "train.stage1_epochs")
+    assert code == 2 and "--set 'train.stage1_epochs': expected PATH=VALUE" in out
+    code, out = invoke(*run, "--set", "train.stage1_epoch=3")
+    assert code == 2 and "train.stage1_epoch" in out and "unknown field" in out
 
 
 def test_progress_view_counts_states_and_estimates_eta(study: Path) -> None:

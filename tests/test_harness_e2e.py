@@ -71,7 +71,20 @@ def test_harness_run_trains_tracks_writes_and_then_skips(slice_of_table8: Path) 
         assert "predcls_all_map" in run.data.metrics
     assert len(list((work / "results" / "table8_slice").glob("*.parquet"))) == 2
 
-    second = harness_cli(*args, cwd=work)
+    # a second study beside the finished one: one schedule, the finished one skipped
+    other = work / "table8_other.yaml"
+    data = yaml.safe_load(slice_of_table8.read_text())
+    data["name"], data["variants"] = "table8_other", data["variants"][:1]
+    other.write_text(yaml.safe_dump(data, sort_keys=False))
+    both = ("run", str(slice_of_table8), str(other), "--smoke", "--results-dir", "results")
+    second = harness_cli(*both, cwd=work)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "table8_slice: 0 finished, 2 already done (skipped), 0 failed" in second.stdout
-    assert "mlflow:" not in second.stdout  # nothing ran: neither Ray nor MLflow was started
+    assert "table8_other: 1 finished, 0 already done (skipped), 0 failed" in second.stdout
+    assert len(list((work / "results" / "table8_other").glob("*.parquet"))) == 1
+    assert tracker.client.get_experiment_by_name("table8_other") is not None
+
+    third = harness_cli(*both, cwd=work)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "table8_other: 0 finished, 1 already done (skipped), 0 failed" in third.stdout
+    assert "mlflow:" not in third.stdout  # nothing ran: neither Ray nor MLflow was started

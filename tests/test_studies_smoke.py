@@ -1,10 +1,10 @@
 """Every study smoke-runs end to end and the paper-table report is made from the results.
 
-Real components throughout: each study file goes through ``harness.runner.run_study`` (what
-``harness run --smoke`` calls: first seed only, one epoch per stage, 4 synthetic videos) on one
-real local Ray cluster (started once for the module, 2 logical CPUs) with the tiny CLIP and the
-embedded synthetic data; then ``harness report --paper-tables`` writes every table in Markdown
-and HTML with plots, the Fig. 4 t-SNE included. Slow (minutes on 2 cores), still run in CI.
+Real components throughout: every study file goes through ``harness.runner.run_studies`` (what
+``harness run --smoke studies/*.yaml`` calls: first seed only, one epoch per stage, 4 synthetic
+videos) as one schedule on a real local Ray cluster (2 CPUs) with the tiny CLIP and the embedded
+synthetic data; then ``harness report --paper-tables`` writes every table in Markdown and HTML
+with plots, the Fig. 4 t-SNE included.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.runner import RunOptions, StudyOutcome, run_study
+from harness.runner import RunOptions, StudyOutcome, run_studies
 from harness.spec import load_study
 
 STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml"))
@@ -26,22 +26,24 @@ pytestmark = [pytest.mark.slow, pytest.mark.all_studies, pytest.mark.timeout(360
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> tuple[Path, dict[str, StudyOutcome | Exception]]:
-    """Run every study with --smoke on one local Ray; returns (root, study -> outcome or error).
+    """Run every study with --smoke as one schedule; returns (root, study -> outcome or error).
 
-    A study that cannot even load or schedule is recorded, not raised, so that every other study
-    still runs and each one's test reports its own failure.
+    What ``harness run --smoke studies/*.yaml`` does. A study that cannot even load is recorded,
+    not raised, so that every other study still runs and each one's test reports its own failure.
     """
-    from harness.scheduling import ray_cluster
-
     root = tmp_path_factory.mktemp("smoke")
-    options = RunOptions(run_dir=root / "runs", results_dir=root / "results", smoke=True)
+    options = RunOptions(run_dir=root / "runs", results_dir=root / "results", smoke=True, num_cpus=2)
     outcomes: dict[str, StudyOutcome | Exception] = {}
-    with ray_cluster(num_cpus=2):
-        for path in STUDIES:
-            try:
-                outcomes[path.stem] = run_study(load_study(path), options)
-            except Exception as exc:  # reported by that study's test below
-                outcomes[path.stem] = exc
+    specs = []
+    for path in STUDIES:
+        try:
+            specs.append(load_study(path))
+        except Exception as exc:  # reported by that study's test below
+            outcomes[path.stem] = exc
+    try:
+        outcomes.update({o.study: o for o in run_studies(specs, options)})
+    except Exception as exc:
+        outcomes.update({spec.name: exc for spec in specs})
     return root, outcomes
 
 

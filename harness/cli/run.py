@@ -6,9 +6,10 @@ Exit codes: 0 every trial done, 1 some trials failed (listed with their errors),
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.panel import Panel
 
@@ -35,6 +36,20 @@ def parse_seeds(text: str | None) -> tuple[int, ...] | None:
     if not seeds:
         raise UserError("--seeds: no seeds given")
     return seeds
+
+
+def parse_sets(items: list[str]) -> tuple[tuple[str, Any], ...]:
+    """``["train.stage1_epochs=30"]`` -> (("train.stage1_epochs", 30),); values are YAML scalars."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        path, sep, raw = item.partition("=")
+        if not sep or not path.strip():
+            raise UserError(f"--set {item!r}: expected PATH=VALUE, e.g. --set train.stage1_epochs=30")
+        try:
+            parsed[path.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
+    return tuple(parsed.items())
 
 
 def _check_paths(data_root: Path | None, clip_checkpoint: Path | None) -> None:
@@ -112,6 +127,12 @@ def run(
     min_free_mb: float = typer.Option(
         200.0, "--min-free-mb", min=0, help="Free space --results-dir and --run-dir need before trials start."
     ),
+    set_: list[str] | None = typer.Option(
+        None,
+        "--set",
+        metavar="PATH=VALUE",
+        help="Config override for every trial, YAML value, repeatable: --set train.stage1_epochs=30.",
+    ),
 ) -> None:
     """Run studies: expand them into trials, skip finished ones, schedule the rest on Ray.
 
@@ -138,6 +159,7 @@ def run(
         retries=retries,
         strict_tracking=strict_tracking,
         min_free_mb=min_free_mb,
+        overrides=parse_sets(set_ or []),
     )
     console = Console(stderr=True)
     if data_root is None:
