@@ -75,6 +75,7 @@ def test_harness_run_trains_tracks_writes_and_then_skips(slice_of_table8: Path) 
     other = work / "table8_other.yaml"
     data = yaml.safe_load(slice_of_table8.read_text())
     data["name"], data["variants"] = "table8_other", data["variants"][:1]
+    data["table"]["reference"] = {data["variants"][0]["name"]: data["table"]["reference"][data["variants"][0]["name"]]}
     other.write_text(yaml.safe_dump(data, sort_keys=False))
     both = ("run", str(slice_of_table8), str(other), "--smoke", "--results-dir", "results")
     second = harness_cli(*both, cwd=work)
