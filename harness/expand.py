@@ -24,7 +24,10 @@ SMOKE_OVERRIDES: dict[str, Any] = {
     "train.stage1_epochs": 1,
     "train.stage2_epochs": 1,
     "data.synthetic_videos": 4,
-    "data.max_train_videos": 4,
+    "data.max_train_videos": 1,
+    # image_cond runs the text tower per pair over every class (~10 pairs/s for the tiny CLIP on
+    # one thread): one test video keeps its smoke trial near 20 s instead of 100 s
+    "data.max_test_videos": 1,
 }
 
 _SLUG_RE = re.compile(r"[^a-z0-9]+")

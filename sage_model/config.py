@@ -180,6 +180,9 @@ class DataConfig(Spec):
     synthetic_videos: int = Field(24, ge=4, description="Videos per split of the embedded synthetic dataset.")
     synthetic_seed: int = Field(0, ge=0, description="Seed of the embedded synthetic dataset.")
     max_train_videos: int | None = Field(None, ge=1, description="Cap on training videos (smoke runs).")
+    max_test_videos: int | None = Field(
+        None, ge=1, description="Score only the first N test videos (by id): smoke runs, quick looks."
+    )
 
 
 class EvalConfig(Spec):

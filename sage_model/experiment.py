@@ -363,10 +363,11 @@ def run_experiment(
     metrics, predictions, hashes, teacher_hashes = [], {}, [store.content_hash], []
     if teacher is not None:
         teacher_hashes.append(teacher.content_hash)
+    test_ids = _capped_test_videos(test_root, cfg)
     scored: dict[str, PairScores] = {}  # per feature source: SGCls reuses PredCls's pass, and back
     for task in cfg.eval.tasks:
         tracks = "det" if task == "sgdet" else "gt"
-        data = eval_data(test_root, cfg, "test", tracks, None)
+        data = eval_data(test_root, cfg, "test", tracks, test_ids)
         hashes.append(data.store.content_hash)
         if data.teacher is not None:
             teacher_hashes.append(data.teacher.content_hash)
@@ -398,6 +399,13 @@ def run_experiment(
         wall_s=time.perf_counter() - started,
         artifacts=artifacts,
     )
+
+
+def _capped_test_videos(root: DatasetRoot, cfg: ExperimentConfig) -> list[str] | None:
+    """The first ``data.max_test_videos`` test videos by id, or None for all of them."""
+    if cfg.data.max_test_videos is None:
+        return None
+    return sorted(a.video_id for a in root.annotations("test"))[: cfg.data.max_test_videos]
 
 
 def _build(

@@ -99,6 +99,20 @@ def test_the_stability_analysis_is_written_beside_the_predictions(first_run):
     assert moved[0.5] == pytest.approx(1.0, abs=1e-5)  # class-aware: noise cannot move the classifier
 
 
+def test_max_test_videos_scores_only_the_first_test_videos(first_run, tmp_path):
+    result, _, work = first_run
+    everyone = json.loads(result.predictions["predcls_all"].read_text())["results"]
+    capped_cfg = config(
+        data={"max_test_videos": 1, "max_train_videos": 1},
+        eval={"tasks": ["predcls"], "measure_speed": False, "stability_noise": []},
+    )
+    _, test_root = resolve_roots(capped_cfg, tmp_path)
+    first_video = sorted(a.video_id for a in test_root.annotations("test"))[0]
+    capped = run_experiment(capped_cfg, work_dir=tmp_path / "trial")
+    kept = json.loads(capped.predictions["predcls_all"].read_text())["results"]
+    assert len(everyone) > 1 and set(kept) == {first_video}
+
+
 def test_the_same_seed_gives_the_same_metrics_and_sgcls_may_reuse_the_predcls_pass(first_run, tmp_path):
     # first_run times every task (measure_speed), so each task scores its pairs itself; without it
     # SGCls reuses the scores of PredCls's ground-truth pairs: the numbers must not move

@@ -2,7 +2,7 @@
 
 Real components throughout: every study file goes through ``harness.runner.run_studies`` (what
 ``harness run --smoke studies/*.yaml`` calls: first seed only, one epoch per stage, 4 synthetic
-videos) as one schedule on a real local Ray cluster (2 CPUs) with the tiny CLIP and the embedded
+videos, training on 1 and scoring 1) as one schedule on a real local Ray cluster (2 CPUs) with the tiny CLIP and the embedded
 synthetic data; then ``harness report --paper-tables`` writes every table in Markdown and HTML
 with plots, the Fig. 4 t-SNE included.
 """

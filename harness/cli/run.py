@@ -114,7 +114,7 @@ def run(
     ),
     seeds: str | None = typer.Option(None, "--seeds", help="Run only these of the study's seeds, e.g. 0,1."),
     smoke: bool = typer.Option(
-        False, "--smoke", help="One seed, one epoch per stage, 4 videos: a quick check."
+        False, "--smoke", help="One seed, one epoch per stage, 4 synthetic videos, training on 1 and scoring 1: a quick check."
     ),
     retries: int = typer.Option(
         0, "--retries", min=0, help="Start a failing trial again up to N times (exception or dead process)."
