@@ -362,20 +362,24 @@ def _preflight(trials: list[TrialSpec], options: RunOptions) -> None:
             raise preflight.PreflightError(f"--strict-tracking: {problem}")
 
 
-def _check_tracking_from_nodes(scheduling: Any, uri: str, options: RunOptions, outcome: StudyOutcome) -> None:
-    """On a joined cluster, every node should reach the tracking server (issue #10)."""
+def _check_tracking_from_nodes(scheduling: Any, uri: str, options: RunOptions) -> str | None:
+    """On a joined cluster, every node should reach the tracking server (issue #10).
+
+    Returns the problem (reported at the end) or None; raises with ``--strict-tracking``. All
+    studies of a run share one tracking URI, so this is asked once per run.
+    """
     from harness import preflight
 
     if not (options.address or os.environ.get("RAY_ADDRESS")) or not preflight.is_server_uri(uri):
-        return
+        return None
     failures = scheduling.unreachable_from_nodes(uri.rstrip("/") + "/health")
     if not failures:
-        return
+        return None
     text = "; ".join(f"node {node[:12]}: {reason}" for node, reason in failures.items())
     message = f"MLflow server {uri} is unreachable from {len(failures)} node(s): {text}"
     if options.strict_tracking:
         raise preflight.PreflightError(f"--strict-tracking: {message}")
-    outcome.tracking_errors.append(message)
+    return message
 
 
 def _absolute(options: RunOptions) -> RunOptions:
@@ -431,10 +435,13 @@ def _schedule(
                     spec.name: scheduling.trial_resources(spec.resources.cpus, spec.resources.gpus, cluster)
                     for spec in specs
                 }
+                uri = contexts[specs[0].name].tracker.uri
+                unreachable = _check_tracking_from_nodes(scheduling, uri, options)
                 for spec, _, outcome in batch:
                     outcome.tracking_uri = contexts[spec.name].tracker.uri
                     outcome.resources = per_study[spec.name]
-                    _check_tracking_from_nodes(scheduling, outcome.tracking_uri, options, outcome)
+                    if unreachable:
+                        outcome.tracking_errors.append(unreachable)
                 if events:
                     events.phase(f"running on {_describe(cluster, list(per_study.values()))}")
                 stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
