@@ -12,7 +12,13 @@ from sage_model.analysis import STABILITY_FILE, load_stability
 from sage_model.config import ExperimentConfig
 from sage_model.data import DatasetRoot, PairDataset, load_vocabulary
 from sage_model.eval import load_predictions
-from sage_model.experiment import EvalVocabulary, LabelShuffled, resolve_roots, run_experiment
+from sage_model.experiment import (
+    EvalVocabulary,
+    LabelShuffled,
+    resolve_roots,
+    run_experiment,
+    splits_with_ground_truth,
+)
 
 TINY = {
     "data": {"synthetic_videos": 4},
@@ -111,6 +117,28 @@ def test_max_test_videos_scores_only_the_first_test_videos(first_run, tmp_path):
     capped = run_experiment(capped_cfg, work_dir=tmp_path / "trial")
     kept = json.loads(capped.predictions["predcls_all"].read_text())["results"]
     assert len(everyone) > 1 and set(kept) == {first_video}
+
+
+def test_splits_with_ground_truth_drops_novel_only_without_a_novel_relation():
+    vocab = EvalVocabulary(("ride", "watch"), ("watch",), ("person", "dog"))
+    rel = {"triplet": ["person", "ride", "dog"]}
+    assert splits_with_ground_truth({"v1": [rel], "v2": []}, ("novel", "all"), vocab) == ("all",)
+    novel = {"triplet": ["dog", "watch", "person"]}
+    assert splits_with_ground_truth({"v1": [rel], "v2": [novel]}, ("novel", "all"), vocab) == ("novel", "all")
+
+
+def test_a_held_out_set_without_novel_relations_skips_novel_instead_of_failing(data_cache, tmp_path):
+    # 6 synthetic videos, seed 0: the one held-out validation video has no novel relation
+    cfg = config(
+        data={"synthetic_videos": 6},
+        train={"val_fraction": 0.1},
+        eval={"tasks": ["predcls"], "measure_speed": False, "stability_noise": []},
+    )
+    reports = []
+    result = run_experiment(cfg, work_dir=tmp_path, on_epoch=reports.append)
+    keys = set().union(*(r.metrics for r in reports))
+    assert "val/predcls_all_map" in keys and "val/predcls_novel_map" not in keys
+    assert {(m.split, m.name) for m in result.metrics} >= {("novel", "map"), ("all", "map")}
 
 
 def test_the_same_seed_gives_the_same_metrics_and_sgcls_may_reuse_the_predcls_pass(first_run, tmp_path):
