@@ -31,13 +31,7 @@ TRAIN_VOCAB = TrainingVocabulary.from_counts(4, 3, 4)
 B, T, D = 5, 3, 48  # D != 64: the store width is projected to CLIP's embed dim
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: tiny tensors gain nothing from two, and a busy machine makes them spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
