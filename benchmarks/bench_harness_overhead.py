@@ -105,10 +105,11 @@ def run_direct(study: Path, experiment: Any, work: Path, cpus: int) -> tuple[flo
     """The trial function called in this process, one trial after another (no Ray, no MLflow)."""
     import torch
 
+    from harness.expand import expand_study
     from harness.spec import load_study
 
     torch.set_num_threads(cpus)
-    trials = load_study(study).trials()
+    trials = expand_study(load_study(study))
     start = time.perf_counter()
     each = []
     for trial in trials:
@@ -162,9 +163,10 @@ def main() -> None:
         else:
             experiment = busy_experiment
         if args.fn == "real":  # build the synthetic dataset before timing either side
+            from harness.expand import expand_study
             from harness.spec import load_study
 
-            first = load_study(study).trials()[0]
+            first = expand_study(load_study(study))[0]
             warm = first.config.model_copy(update={"train": first.config.train.model_copy(
                 update={"stage1_epochs": 0, "stage2_epochs": 0})})  # fmt: skip
             experiment(warm, work_dir=work / "warmup")

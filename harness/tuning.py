@@ -44,6 +44,7 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from harness.configs import ConfigLayers, resolve_trial
 from harness.provenance import GitState, git_state, package_versions
 from harness.runner import RunOptions, StudyLock
 from harness.spec import (
@@ -160,14 +161,15 @@ def require_tune(spec: StudySpec) -> TuneSpec:
 
 
 def tuning_base(spec: StudySpec, env_overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """The config every trial starts from: ExperimentConfig, ``base``, the machine's data/weights,
-    the first variant, the first dataset and seed, then :data:`TUNING_OVERRIDES`."""
-    config = apply_overrides(ExperimentConfig(), spec.base)
-    if env_overrides:
-        config = apply_overrides(config, env_overrides)
-    config = apply_overrides(config, spec.variants[0].overrides)
-    final = {"data.dataset": spec.datasets[0], "seed": spec.seeds[0], **TUNING_OVERRIDES}
-    config = apply_overrides(config, final)
+    """The config every trial starts from: the study's first variant, dataset and seed resolved
+    with the machine's data/weights (:func:`harness.configs.resolve_trial`), then
+    :data:`TUNING_OVERRIDES`."""
+    first = spec.variants[0]
+    layers = ConfigLayers(base=spec.base, env=env_overrides or {})
+    trial = resolve_trial(
+        spec.name, spec.version, first.name, first.overrides, spec.datasets[0], spec.seeds[0], layers
+    )
+    config = apply_overrides(trial.config, TUNING_OVERRIDES)
     if config.train.val_fraction <= 0:
         raise ValueError("train.val_fraction: must be > 0 for tuning (the objective is a validation metric)")
     return config

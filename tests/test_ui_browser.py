@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
+from harness.expand import expand_study
 from harness.spec import load_study
 from harness.trial import recording_context, run_trial
 from tests.reliability_support import (
@@ -76,7 +77,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     runs, results = tmp_path / "runs", tmp_path / "results"
     ctx = recording_context(runs, results, spec.name, spec.description)
     ids = []
-    for trial in spec.trials():
+    for trial in expand_study(spec):
         outcome = run_trial(trial, runs, results_dir=results, experiment_fn=quick_experiment, ctx=ctx)
         assert outcome.status == "finished", outcome.error
         ids.append(trial.trial_id)
