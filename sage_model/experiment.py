@@ -36,6 +36,7 @@ from sage_model.clip import build_clip
 from sage_model.config import ExperimentConfig
 from sage_model.data import DatasetRoot, FeatureStore, PairDataset, TeacherStore, split_videos
 from sage_model.data.vocab import Vocabulary
+from sage_model.metrics import EVAL_METRICS
 from sage_model.model.predict import (
     PairRows,
     PairScores,
@@ -55,8 +56,9 @@ from sage_model.train.trainer import (
 )
 
 log = logging.getLogger(__name__)
-METRIC_NAMES = {"mean_ap": "map", "rec_at_50": "r50", "rec_at_100": "r100"}
-TAGGING_NAMES = {"mprec_at_1": "p1", "mprec_at_5": "p5", "mprec_at_10": "p10"}
+#: DetectionMetrics attribute -> our metric name, from the catalogue (sage_model.metrics)
+METRIC_NAMES = {m.source: m.name for m in EVAL_METRICS if m.source and m.kind == "detection"}
+TAGGING_NAMES = {m.source: m.name for m in EVAL_METRICS if m.source and m.kind == "tagging"}
 STABILITY_PAIRS = 24
 STABILITY_CLASSES = 8
 

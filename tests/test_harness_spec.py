@@ -181,3 +181,13 @@ def test_table8_reference_is_the_papers(project_root: Path, shared_dir: Path) ->
     assert spec.table.reference == {str(k): v for k, v in paper.items() if k != "columns"}
     assert [v.name for v in spec.variants] == ["2", "4", "6", "8", "10"]
     assert [t.config.model.prompt.insert_layer for t in expand_study(spec)[::2]] == [2, 4, 6, 8, 10]
+
+
+def test_column_metric_must_be_in_the_catalogue_and_gets_a_suggestion(tmp_path: Path) -> None:
+    text = STUDY.format(name="toy").replace("metric: map}", "metric: mAP}")
+    where = rf"toy.yaml:{line_of(text, 'metric: mAP')}: table.columns\[0\].metric"
+    with pytest.raises(ValueError, match=rf"{where}: unknown metric 'mAP' \(did you mean 'map'\?\)"):
+        load_study(write_study(tmp_path, text))
+    spec = load_study(write_study(tmp_path))
+    assert spec.table is not None and spec.table.columns[0].info.display == "mAP"
+    assert not spec.table.columns[0].efficiency

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.report.tables import Cell, Column, PaperTable, Ranking, SeedStats
+from harness.report.tables import Cell, PaperTable, Ranking, SeedStats
+from harness.spec import Column
 
 MISSING = "—"
 SYNTHETIC_BANNER = (
@@ -105,7 +106,7 @@ def summary_line(table: PaperTable) -> str:
         "data: " + data_label(table),
         "device: " + (", ".join(prov.devices) or MISSING),
     ]
-    if any(c.headline for c in table.columns) and table.has_reference:
+    if table.headline and table.has_reference:
         parts.append(f"tolerance ±{table.tolerance:g}, min seeds {table.min_seeds}, ★ = headline (checked)")
     if prov.stale_trials:
         parts.append(f"{prov.stale_trials} stale trial(s) of other versions ignored")
@@ -137,8 +138,7 @@ def ranking_overview(table: PaperTable) -> str:
 
 def check_line(table: PaperTable) -> str:
     failures = table.check_failures()
-    headline = [c for c in table.columns if c.headline]
-    if not headline or not table.has_reference:
+    if not table.headline or not table.has_reference:
         return "nothing checked (no headline cells with paper values)"
     if not failures:
         return f"✓ every headline cell within ±{table.tolerance:g} with at least {table.min_seeds} seed(s)"
@@ -172,7 +172,7 @@ def column_groups(columns: Sequence[Column]) -> list[tuple[str, list[Column]]]:
     return [(f"{split.capitalize()} split", cols) for split, cols in groups.items()]
 
 
-def grid_label(col: Column, caption: str) -> str:
+def grid_label(col: Column, caption: str, headline: bool) -> str:
     """Column header inside an at-a-glance grid (``novel_sgdet_map`` -> ``sgdet_map`` under 'Novel split')."""
     name = col.name.removeprefix(f"{col.split}_") if caption else col.name
-    return column_label(name or col.name, col.headline)
+    return column_label(name or col.name, headline)

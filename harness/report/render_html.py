@@ -130,7 +130,7 @@ def _overview(table: PaperTable) -> str:
     for caption, group in fmt.column_groups(table.columns):
         if caption:
             parts.append(f"<p><i>{escape(caption)}</i></p>")
-        header = ["variant", *(["dataset"] if multi else []), *(fmt.grid_label(c, caption) for c in group)]
+        header = ["variant", *(["dataset"] if multi else []), *(fmt.grid_label(c, caption, c.name in table.headline) for c in group)]
         rows: list[Row] = []
         for row in table.rows:
             cells = {c.column: c for c in row.cells}

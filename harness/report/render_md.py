@@ -78,7 +78,7 @@ def _overview(table: PaperTable) -> list[str]:
         if caption:
             lines += [f"*{caption}*", ""]
         header = ["variant", *(["dataset"] if len(table.datasets) > 1 else [])]
-        header += [fmt.grid_label(c, caption) for c in group]
+        header += [fmt.grid_label(c, caption, c.name in table.headline) for c in group]
         rows = []
         for row in table.rows:
             cells = {c.column: c for c in row.cells}

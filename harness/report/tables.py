@@ -19,10 +19,7 @@ from typing import Literal
 
 import polars as pl
 
-from harness.spec import StudySpec
-
-EFFICIENCY_METRICS = frozenset({"params_m", "fps"})
-"""Metrics whose absolute values depend on the device or model size, compared as ratios."""
+from harness.spec import Column, StudySpec
 
 DataKind = Literal["synthetic", "real", "mixed", "none"]
 _TRIAL_KEY = ["variant", "dataset", "seed"]
@@ -81,21 +78,6 @@ class Cell:
         if not self.within:
             return f"diff {self.diff:+.2f} outside ±{self.tolerance:g}"
         return None
-
-
-@dataclass(frozen=True)
-class Column:
-    """One reported cell kind of the table (from the study's ``table.columns``)."""
-
-    name: str
-    task: str
-    split: str
-    metric: str
-    headline: bool
-
-    @property
-    def efficiency(self) -> bool:
-        return self.metric in EFFICIENCY_METRICS
 
 
 @dataclass(frozen=True)
@@ -182,6 +164,8 @@ class PaperTable:
     datasets: tuple[str, ...]
     seeds: tuple[int, ...]
     columns: tuple[Column, ...]
+    headline: frozenset[str]
+    """Names of the columns `report --check` enforces (★ in the renderers)."""
     tolerance: float
     min_seeds: int
     rows: tuple[VariantRow, ...]
@@ -220,6 +204,7 @@ def build_paper_table(results: pl.DataFrame, spec: StudySpec) -> PaperTable:
     default four ablation columns).
     """
     columns = _columns(spec)
+    headline = frozenset(spec.table.headline if spec.table is not None else ())
     kept, stale, superseded = current_trials(results, spec)
     stats = cell_stats(kept, columns)
     reference = _reference(spec, columns)
@@ -233,7 +218,7 @@ def build_paper_table(results: pl.DataFrame, spec: StudySpec) -> PaperTable:
                     column=col.name,
                     paper=reference.get(variant, {}).get(col.name),
                     ours=stats.get((variant, dataset, col.name)),
-                    headline=col.headline,
+                    headline=col.name in headline,
                     tolerance=tolerance,
                     min_seeds=min_seeds,
                     absolute=not col.efficiency,
@@ -252,6 +237,7 @@ def build_paper_table(results: pl.DataFrame, spec: StudySpec) -> PaperTable:
         datasets=tuple(spec.datasets),
         seeds=tuple(spec.seeds),
         columns=columns,
+        headline=headline,
         tolerance=tolerance,
         min_seeds=min_seeds,
         rows=rows,
@@ -495,9 +481,8 @@ def _variant_names(spec: StudySpec) -> list[str]:
 
 def _columns(spec: StudySpec) -> tuple[Column, ...]:
     if spec.table is None:
-        return tuple(Column(n, t, s, m, headline=False) for n, t, s, m in DEFAULT_COLUMNS)
-    headline = set(spec.table.headline)
-    return tuple(Column(c.name, c.task, c.split, c.metric, c.name in headline) for c in spec.table.columns)
+        return tuple(Column(name=n, task=t, split=s, metric=m) for n, t, s, m in DEFAULT_COLUMNS)
+    return tuple(spec.table.columns)
 
 
 def _tolerance(spec: StudySpec) -> tuple[float, int]:
