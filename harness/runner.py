@@ -8,9 +8,7 @@ exit code (0 all done, 1 some failed).
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.expand import expand_study
+from harness.locking import StudyLock
 from harness.preflight import DEFAULT_MIN_FREE_MB
 from harness.results import is_finished, remove_stale_temp_files
 from harness.spec import StudySpec, TrialSpec, load_study
@@ -115,69 +114,6 @@ class StudyOutcome:
     def exit_code(self) -> int:
         """0 when every trial finished (now or earlier), 1 when any failed."""
         return 1 if self.failures else 0
-
-
-class StudyLocked(ValueError):
-    """Another live process is running the same study in the same run directory."""
-
-
-class StudyLock:
-    """``<run_dir>/<study>.lock`` holding the owner's PID; a lock whose process is gone is stale."""
-
-    def __init__(self, run_dir: Path, study: str) -> None:
-        self.path = Path(run_dir) / f"{study}.lock"
-        self.study = study
-        self.held = False
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._refuse_or_clear()
-                continue
-            info = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now(UTC).isoformat()}
-            with os.fdopen(fd, "w") as handle:
-                json.dump(info, handle)
-            self.held = True
-            return
-        raise StudyLocked(f"could not take the lock {self.path}")
-
-    def _refuse_or_clear(self) -> None:
-        try:
-            info = json.loads(self.path.read_text() or "{}")
-        except (OSError, json.JSONDecodeError):
-            info = {}
-        pid, host = info.get("pid"), info.get("host")
-        if isinstance(pid, int) and (host != socket.gethostname() or _alive(pid)):
-            raise StudyLocked(
-                f"study {self.study} is already running: lock {self.path} is held by PID {pid} on {host} "
-                f"since {info.get('since', '?')}; wait for it, or delete the lock if that process is gone"
-            )
-        self.path.unlink(missing_ok=True)  # stale: its process is gone
-
-    def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
-
-    def __enter__(self) -> StudyLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)

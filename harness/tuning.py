@@ -45,8 +45,9 @@ from optuna.distributions import BaseDistribution, FloatDistribution, IntDistrib
 from optuna.trial import TrialState
 
 from harness.configs import ConfigLayers, resolve_trial
+from harness.locking import StudyLock
 from harness.provenance import GitState, git_state, package_versions
-from harness.runner import RunOptions, StudyLock
+from harness.runner import RunOptions
 from harness.spec import (
     StudySpec,
     TrialSpec,

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.cli.app import user_errors
 from harness.expand import expand_study
+from harness.locking import StudyLock
 from harness.results import MetricRow, TrialRecord, write_result
-from harness.runner import StudyLock
 from harness.spec import load_study
 
 STUDY = """\
