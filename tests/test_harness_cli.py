@@ -52,6 +52,13 @@ def finish_all(study: Path, results_dir: Path, overrides: dict | None = None) ->
     return [t.trial_id for t in trials]
 
 
+def test_every_command_module_is_registered(project_root: Path) -> None:
+    """A module under harness/cli/ that the package does not import would be a missing command."""
+    modules = {p.stem for p in (project_root / "harness" / "cli").glob("*.py")} - {"__init__", "app"}
+    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    assert names == modules
+
+
 def test_validate_prints_trial_counts(study: Path) -> None:
     code, out = invoke("validate", str(study))
     assert code == 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.report.tables import Cell, PaperTable, Ranking, SeedStats
+from harness.report.tables import Cell, PaperTable, SeedStats
 from harness.spec import Column
 
 MISSING = "—"
@@ -113,16 +113,6 @@ def summary_line(table: PaperTable) -> str:
     if prov.superseded_trials:
         parts.append(f"{prov.superseded_trials} superseded rerun(s) ignored")
     return " · ".join(parts)
-
-
-def ranking_summary(ranking: Ranking) -> str:
-    """A sentence: does our best variant match the paper's?"""
-    if ranking.paper_best is None:
-        return f"{ranking.column}: no paper order to compare; our best is {ranking.ours_best or MISSING}"
-    verdict = "same best variant" if ranking.same_best else "different best variant"
-    return (
-        f"{ranking.column}: paper best {ranking.paper_best}, ours {ranking.ours_best or MISSING} ({verdict})"
-    )
 
 
 def ranking_overview(table: PaperTable) -> str:
