@@ -98,6 +98,7 @@ def test_the_stability_analysis_is_written_beside_the_predictions(first_run):
     assert moved[0.5] == pytest.approx(1.0, abs=1e-5)  # class-aware: noise cannot move the classifier
 
 
+@pytest.mark.slow
 def test_max_test_videos_scores_only_the_first_test_videos(first_run, tmp_path):
     result, _, work = first_run
     everyone = json.loads(result.predictions["predcls_all"].read_text())["results"]
@@ -120,6 +121,7 @@ def test_splits_with_ground_truth_drops_novel_only_without_a_novel_relation():
     assert splits_with_ground_truth({"v1": [rel], "v2": [novel]}, ("novel", "all"), vocab) == ("novel", "all")
 
 
+@pytest.mark.slow
 def test_a_held_out_set_without_novel_relations_skips_novel_instead_of_failing(data_cache, tmp_path):
     # 6 synthetic videos, seed 0: the one held-out validation video has no novel relation
     cfg = config(
@@ -134,6 +136,7 @@ def test_a_held_out_set_without_novel_relations_skips_novel_instead_of_failing(d
     assert {(m.split, m.name) for m in result.metrics} >= {("novel", "map"), ("all", "map")}
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_metrics_and_sgcls_may_reuse_the_predcls_pass(first_run, tmp_path):
     # first_run times every task (measure_speed), so each task scores its pairs itself; without it
     # SGCls reuses the scores of PredCls's ground-truth pairs: the numbers must not move
@@ -145,6 +148,7 @@ def test_the_same_seed_gives_the_same_metrics_and_sgcls_may_reuse_the_predcls_pa
     assert ("sgcls", "all", "map") in second and first == second
 
 
+@pytest.mark.slow
 def test_cross_dataset_scores_only_predicates_the_training_dataset_lacks(data_cache, tmp_path):
     cfg = config(
         data={"dataset": "vidor", "test_dataset": "vidvrd"},

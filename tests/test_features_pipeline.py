@@ -256,6 +256,7 @@ def _cli(*args: str) -> str:
     return result.output
 
 
+@pytest.mark.slow
 def test_cli_extract_and_teacher_make_a_root_that_training_reads(
     media: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.locking import StudyLock
 from harness.results import read_results
 from harness.tracking import Tracker
 from tests.reliability_support import (
@@ -105,7 +106,7 @@ def test_second_run_is_refused_and_a_sigkilled_study_completes_exactly_once(tmp_
 
     # Ray's processes share the driver's fate: no trial keeps computing after the kill.
     wait_for(lambda: not child_pids_alive(workers), 120, f"trial processes {workers} to exit")
-    assert (runs / "killed.lock").exists()  # left behind, as by any SIGKILL
+    assert (runs / "killed.lock.info").exists()  # the holder's PID is left behind, as by any SIGKILL
     assert _runs(runs, "killed") == Counter({("2", "FINISHED"): 1, ("4", "RUNNING"): 1, ("6", "RUNNING"): 1})
     stale_tmp = results / "killed" / ".killed-4-vidvrd-s0-0000000000.x1y2z3.tmp"
     stale_tmp.write_bytes(b"PAR1 half a parquet file")  # what a writer killed mid-write leaves
@@ -129,4 +130,6 @@ def test_second_run_is_refused_and_a_sigkilled_study_completes_exactly_once(tmp_
             ("6", "FINISHED"): 1,
         }
     )
-    assert not (runs / "killed.lock").exists()
+    assert not (runs / "killed.lock.info").exists()  # the rerun took the lock (no takeover needed)
+    with StudyLock(runs, "killed"):  # and released it
+        pass

@@ -81,6 +81,7 @@ def state(model: SageModel) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.trainable_state().items()}
 
 
+@pytest.mark.slow
 def test_same_seed_on_cpu_gives_identical_numbers(clip):
     a, sa = run(clip)
     b, sb = run(clip)
@@ -107,6 +108,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_numbers_of_an_uninterrupted_one(clip, tmp_path):
     reference, ref_summary = run(clip, tmp_path / "a")
 
