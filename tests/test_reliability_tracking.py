@@ -57,7 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
 
 
 def _layer_2_closed(server: MlflowServer, runs: Path, experiment_id: str) -> bool:
-    finished = [r for r in Tracker(server.uri, runs).runs(experiment_id) if r.info.status == "FINISHED"]
+    finished = [r for r in Tracker(server.uri, runs).trial_runs(experiment_id) if r.info.status == "FINISHED"]
     return len(read_marks(runs, "started")) == 2 and len(finished) == 1
 
 
@@ -102,8 +102,8 @@ def test_server_stopped_mid_study_costs_no_result(
     assert any("Connection refused" in e or "Max retries exceeded" in e for e in outcome.tracking_errors)
 
     stored = Tracker(f"sqlite:///{server.db}", runs)  # what the server kept, read from its file
-    kept = {r.info.run_name.split("-")[1]: r for r in stored.runs(experiment_id)}
-    assert kept["2"].info.status == "FINISHED" and kept["2"].data.metrics["predcls_all_map"] == 20.0
+    kept = {r.data.tags["variant"]: r for r in stored.trial_runs(experiment_id)}
+    assert kept["2"].info.status == "FINISHED" and kept["2"].data.metrics["test/predcls_all_map"] == 20.0
     assert kept["4"].info.status == "RUNNING"  # its end could not be logged: reported, not hidden
 
 

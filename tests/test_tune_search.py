@@ -15,11 +15,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from sage_model.records import EpochReport, ExperimentResult
 
 pytestmark = pytest.mark.slow
 
@@ -171,29 +172,10 @@ def test_killed_search_resumes_to_exactly_n_distinct_finished_trials(
 # --- pruning with a scripted objective -------------------------------------------------------
 
 
-@dataclass
-class EpochReport:
-    stage: int
-    epoch: int
-    metrics: dict[str, float]
-
-
-@dataclass
-class Result:
-    metrics: list[Any]
-    predictions: dict[str, Path]
-    data_hash: str
-    teacher_hash: str
-    synthetic: bool
-    n_params: int
-    device: str
-    wall_s: float
-
-
 EPOCHS = 4
 
 
-def scripted_experiment(cfg: Any, *, work_dir: Path, on_epoch: Any = None) -> Result:
+def scripted_experiment(cfg: Any, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
     """Reports ``10 * alpha`` as the validation objective for 4 epochs; leaves a file per epoch
     it actually ran, so the test sees where a pruned trial stopped."""
     assert cfg.train.stage1_epochs + cfg.train.stage2_epochs == EPOCHS  # the driver knows the schedule
@@ -202,7 +184,7 @@ def scripted_experiment(cfg: Any, *, work_dir: Path, on_epoch: Any = None) -> Re
         on_epoch(
             EpochReport(1 if epoch <= 2 else 2, epoch, {"val/predcls_all_map": 10 * cfg.model.loss.alpha})
         )
-    return Result([], {}, "d", "t", True, 1, "cpu", 0.0)
+    return ExperimentResult([], {}, "d", "t", True, 1, "cpu", 0.0)
 
 
 def test_weak_trials_are_pruned_at_the_epoch_that_condemned_them(
