@@ -128,6 +128,8 @@ class TuneOutcome:
     synthetic: bool
     wall_s: float
     ran_now: int = 0
+    #: tracking failures that did not stop the search (Optuna's storage is complete without them)
+    tracking_errors: list[str] = field(default_factory=list)
 
     @property
     def finished(self) -> int:
@@ -427,7 +429,8 @@ def tune_study(
             interrupted = False
         finally:
             close_study_run(ctx, [live.recorder.outcome for live in search.live.values()], interrupted)
-        for line in ctx.tracker.summary():
+        tracking_errors = ctx.tracker.summary()
+        for line in tracking_errors:
             say(f"tracking: {line}")
         complete, pruned = count_finished(optuna_study)
         summary = summarize(spec, optuna_study, target, synthetic=base.data.root is None, run_dir=run_dir)
@@ -438,7 +441,7 @@ def tune_study(
         best_value=best.value if best else None, best_params=dict(best.params) if best else {},
         best_file=best_file, report_file=report_file, storage=storage_url(run_dir, spec.name),
         tracking_uri=ctx.tracker.uri, synthetic=base.data.root is None, wall_s=time.perf_counter() - start,
-        ran_now=len(search.live),
+        ran_now=len(search.live), tracking_errors=tracking_errors,
     )  # fmt: skip
 
 

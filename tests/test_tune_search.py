@@ -158,8 +158,14 @@ def test_killed_search_resumes_to_exactly_n_distinct_finished_trials(
     assert (reports / "tune_resume.md").is_file() and (reports / "tune_resume_history.png").is_file()
 
     runs = mlflow_runs(run_dir, "tune_resume-tuning")
-    finished_runs = [r for r in runs if r.info.status == "FINISHED"]
+    parents = {r.info.run_id: r for r in runs if r.data.tags.get("harness.role") == "study"}
+    assert sorted(r.info.status for r in parents.values()) == ["FINISHED", "KILLED"]  # one per search
+    finished_runs = [r for r in runs if r.info.status == "FINISHED" and r.info.run_id not in parents]
     assert len(finished_runs) == n
+    for run in runs:
+        if run.info.run_id not in parents:
+            assert run.data.tags["mlflow.parentRunId"] in parents
+            assert run.info.run_name == f"t{run.data.tags['optuna_trial']} · tune_resume"
     assert {r.data.tags["optuna_trial"] for r in finished_runs} == {str(t.number) for t in finished}
     for run in finished_runs:
         assert {"model.loss.alpha", "model.loss.beta", "model.loss.gamma", "train.val_fraction"} <= set(
