@@ -162,7 +162,11 @@ def held_tune_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any
     run_dir = run_dir_of(work_dir)
     mark(run_dir, "started", work_dir)
     deadline = time.monotonic() + 300
-    while len(read_marks(run_dir, "started")) > 1 and (run_dir / "HOLD").exists() and time.monotonic() < deadline:
+    while (
+        len(read_marks(run_dir, "started")) > 1
+        and (run_dir / "HOLD").exists()
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
     for step in range(2):
         on_epoch(EpochReport(1 + step, 1, {"val/predcls_all_map": 10 * cfg.model.loss.alpha}, step))

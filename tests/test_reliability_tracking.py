@@ -130,7 +130,9 @@ def test_tune_with_the_server_stopped_mid_search_finishes_its_trials(
 
             def first_closed() -> bool:
                 found = tracker.client.get_experiment_by_name("tunedown-tuning")
-                done = found and [r for r in tracker.trial_runs(found.experiment_id) if r.info.status == "FINISHED"]
+                done = found and [
+                    r for r in tracker.trial_runs(found.experiment_id) if r.info.status == "FINISHED"
+                ]
                 return bool(done) and len(read_marks(hold.parent, "started")) == 2
 
             wait_for(first_closed, 600, "the first trial closed, the second running", 1.0)
@@ -140,7 +142,9 @@ def test_tune_with_the_server_stopped_mid_search_finishes_its_trials(
         stopper = threading.Thread(target=stop_after_the_first_trial, daemon=True)
         stopper.start()
         outcome = tune_study(
-            study, TuneOptions(run_dir=runs, reports_dir=tmp_path / "reports"), experiment_fn=held_tune_experiment
+            study,
+            TuneOptions(run_dir=runs, reports_dir=tmp_path / "reports"),
+            experiment_fn=held_tune_experiment,
         )
         stopper.join(timeout=60)
         assert server.process.poll() is not None, "the server was not stopped during the search"
