@@ -20,6 +20,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sage_model.records import ExperimentResult
+
 RESULTS_SCHEMA_VERSION = 1
 _META_KEY = b"sage_harness.results_schema_version"
 
@@ -116,8 +118,14 @@ def to_table(record: TrialRecord, metrics: Sequence[MetricRow]) -> pa.Table:
     return pa.table({name: columns[name] for name in RESULTS_SCHEMA.names}, schema=RESULTS_SCHEMA)
 
 
-def write_result(results_dir: Path, record: TrialRecord, metrics: Sequence[MetricRow]) -> Path:
+def write_result(
+    results_dir: Path, record: TrialRecord, result: ExperimentResult | Sequence[MetricRow]
+) -> Path:
     """Write one trial's file atomically (temp file in the same folder, fsync, rename)."""
+    if isinstance(result, ExperimentResult):
+        metrics = [MetricRow(m.task, m.split, m.name, m.value) for m in result.metrics]
+    else:
+        metrics = list(result)
     table = to_table(record, metrics)
     final = result_path(results_dir, record.study, record.trial_id)
     final.parent.mkdir(parents=True, exist_ok=True)

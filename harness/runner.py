@@ -28,6 +28,8 @@ from harness.trial import (
     RecordingContext,
     TrialOutcome,
     TrialRecorder,
+    close_study_run,
+    open_study_run,
     recording_context,
     work_entry,
 )
@@ -220,6 +222,9 @@ def run_studies(
     start = time.perf_counter()
     specs = [s if isinstance(s, StudySpec) else load_study(s) for s in studies]
     _check_distinct_names(specs)
+    files = {
+        spec.name: Path(s).resolve() for spec, s in zip(specs, studies, strict=True) if not isinstance(s, StudySpec)
+    }
     options = _absolute(options)
     plans = [plan_study(spec, options) for spec in specs]
     if events:
@@ -251,7 +256,7 @@ def run_studies(
                 if to_run:
                     batch.append((spec, to_run, outcome))
             if batch:
-                listener = _schedule(batch, options, experiment_fn, events)
+                listener = _schedule(batch, options, experiment_fn, events, files)
                 outcomes.update({r.trial.trial_id: r.outcome for r in listener.recorders})
     wall = time.perf_counter() - start
     for plan, outcome in zip(plans, results, strict=True):
@@ -326,8 +331,9 @@ def _absolute(options: RunOptions) -> RunOptions:
     return RunOptions(**values)
 
 
-def _prepare_tracking(spec: StudySpec, options: RunOptions) -> RecordingContext:
-    """The MLflow store and the study's experiment; stale RUNNING runs of the study closed."""
+def _prepare_tracking(spec: StudySpec, options: RunOptions, study_file: Path | None) -> RecordingContext:
+    """The MLflow store and the study's experiment; stale RUNNING runs of the study closed; this
+    invocation's parent run opened."""
     ctx = recording_context(
         options.run_dir,
         options.results_dir,
@@ -335,8 +341,10 @@ def _prepare_tracking(spec: StudySpec, options: RunOptions) -> RecordingContext:
         spec.description,
         strict_tracking=options.strict_tracking,
         retries=options.retries,
+        study_file=study_file,
     )
     ctx.tracker.mark_stale_runs_killed(ctx.experiment_id)
+    open_study_run(ctx, spec.name)
     return ctx
 
 
@@ -345,6 +353,7 @@ def _schedule(
     options: RunOptions,
     experiment_fn: ExperimentFn | None,
     events: StudyEvents | None,
+    files: dict[str, Path],
 ) -> _Listener:
     """Tracking store and Ray first (both ready before any trial); every run is closed at the end.
 
@@ -360,12 +369,15 @@ def _schedule(
     if events:
         events.phase(f"preparing the MLflow store, {'joining' if joining else 'starting'} Ray")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-store") as pool:
-        pending = pool.submit(lambda: {spec.name: _prepare_tracking(spec, options) for spec in specs})
+        pending = pool.submit(
+            lambda: {spec.name: _prepare_tracking(spec, options, files.get(spec.name)) for spec in specs}
+        )
         with scheduling.ray_cluster(
             options.address, num_cpus=options.num_cpus, num_gpus=options.num_gpus
         ) as cluster:
             contexts = pending.result()
             listener = _Listener(trials, contexts, events)
+            interrupted = True
             try:
                 per_study = {
                     spec.name: scheduling.trial_resources(spec.resources.cpus, spec.resources.gpus, cluster)
@@ -393,6 +405,7 @@ def _schedule(
                     max_concurrent=options.max_concurrent,
                     max_failures=options.retries,
                 )
+                interrupted = False
             finally:
                 for recorder in listener.recorders:
                     if recorder.open:
@@ -400,7 +413,10 @@ def _schedule(
                         if events:
                             events.ended(recorder.outcome)
                 for spec, _, outcome in batch:
-                    outcome.tracking_errors.extend(contexts[spec.name].tracker.summary())
+                    ctx = contexts[spec.name]
+                    mine = [r.outcome for r in listener.recorders if r.trial.study == spec.name]
+                    close_study_run(ctx, mine, interrupted)
+                    outcome.tracking_errors.extend(ctx.tracker.summary())
     return listener
 
 

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +47,9 @@ from sage_model.model.predict import (
     write_predictions,
 )
 from sage_model.model.sage import SageModel, build_model
+from sage_model.records import EpochReport, ExperimentResult, Metric
 from sage_model.train.seeding import seed_everything
 from sage_model.train.trainer import (
-    EpochReport,
     TrainingVocabulary,
     resolve_device,
     train_two_stage,
@@ -63,29 +63,6 @@ STABILITY_PAIRS = 24
 STABILITY_CLASSES = 8
 
 __all__ = ["EpochReport", "ExperimentResult", "Metric", "run_experiment"]
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One number of a trial: detection metrics in percent, ``params_m`` in millions, ``fps``."""
-
-    task: str
-    split: str
-    name: str
-    value: float
-
-
-@dataclass(frozen=True)
-class ExperimentResult:
-    metrics: list[Metric]
-    predictions: dict[str, Path]
-    data_hash: str
-    teacher_hash: str
-    synthetic: bool
-    n_params: int
-    device: str
-    wall_s: float
-    artifacts: dict[str, Path] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------- data
@@ -414,9 +391,11 @@ def run_experiment(
                 metrics.append(Metric(task, split, name, value))
         if cfg.eval.measure_speed:
             metrics += _speed_metrics(model, data, task, seconds)
-    artifacts = {}
+    artifacts = {"weights": _save_weights(model, work_dir)}
     if cfg.eval.stability_noise:
         artifacts["stability"] = _stability(model, test_root, cfg, work_dir)
+    sizes = {"train": len(train_set), "val": len(store.rows.rows_of_videos(val_ids))}
+    sizes |= {f"test_{tracks}": len(data.rows) for tracks, data in loaded.items()}
     return ExperimentResult(
         metrics=metrics,
         predictions=predictions,
@@ -427,7 +406,30 @@ def run_experiment(
         device=_device_name(device),
         wall_s=time.perf_counter() - started,
         artifacts=artifacts,
+        peak_rss_mb=peak_rss_mb(),
+        peak_cuda_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0,
+        split_sizes=sizes,
     )
+
+
+WEIGHTS_FILE = "weights.pt"
+
+
+def _save_weights(model: SageModel, work_dir: Path) -> Path:
+    """The trained weights without the frozen CLIP text tower (rebuilt from the preset on load),
+    so the file holds what training changed and stays small."""
+    path = work_dir / WEIGHTS_FILE
+    torch.save(model.trainable_state(), path)
+    return path
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def _capped_test_videos(root: DatasetRoot, cfg: ExperimentConfig) -> list[str] | None:

@@ -61,14 +61,14 @@ def test_harness_run_trains_tracks_writes_and_then_skips(slice_of_table8: Path) 
 
     tracker = Tracker(f"sqlite:///{work / 'runs' / 'mlflow.db'}", work / "runs")
     experiment = tracker.client.get_experiment_by_name("table8_slice")
-    runs = tracker.runs(experiment.experiment_id)
+    runs = tracker.trial_runs(experiment.experiment_id)
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
     for run in runs:
         assert run.data.tags["synthetic"] == "true"
         assert run.data.params["model.prompt.insert_layer"] in ("2", "10")
         curve = tracker.metric_history(run.info.run_id, "train/loss")
         assert len(curve) == 2 and [m.step for m in curve] == [0, 1]  # one epoch per stage (smoke)
-        assert "predcls_all_map" in run.data.metrics
+        assert "test/predcls_all_map" in run.data.metrics and "stage" not in run.data.metrics
     assert len(list((work / "results" / "table8_slice").glob("*.parquet"))) == 2
 
     # a second study beside the finished one: one schedule, the finished one skipped

@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from harness.results import read_results
 from harness.runner import RunOptions, run_studies, run_study
 from harness.scheduling import ClusterInfo, trial_resources
 from sage_model.config import ExperimentConfig
+from sage_model.records import EpochReport, ExperimentResult, Metric
 
 ray = pytest.importorskip("ray")
 
@@ -46,38 +46,11 @@ resources: {{cpus: {cpus}, gpus: {gpus}}}
 """
 
 
-@dataclass
-class Metric:
-    task: str
-    split: str
-    name: str
-    value: float
-
-
-@dataclass
-class EpochReport:
-    stage: int
-    epoch: int
-    metrics: dict[str, float]
-
-
-@dataclass
-class Result:
-    metrics: list[Metric]
-    predictions: dict[str, Path]
-    data_hash: str
-    teacher_hash: str
-    synthetic: bool
-    n_params: int
-    device: str
-    wall_s: float
-
-
 def _run_dir(work_dir: Path) -> Path:
     return work_dir.parents[2]  # <run_dir>/trials/<study>/<trial_id>
 
 
-def flaky_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> Result:
+def flaky_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
     """Layer 9 fails while <run_dir>/FAIL exists; the others report two epochs and finish."""
     if cfg.model.prompt.insert_layer == 9 and (_run_dir(work_dir) / "FAIL").exists():
         raise RuntimeError("injected failure for layer 9")
@@ -88,12 +61,12 @@ def flaky_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = N
     pred = work_dir / "predcls_all.json"
     pred.write_text("{}")
     value = float(cfg.model.prompt.insert_layer + cfg.seed)
-    return Result(
+    return ExperimentResult(
         [Metric("predcls", "all", "map", value)], {"predcls_all": pred}, "d", "t", True, 1, "cpu", 0.0
     )
 
 
-def barrier_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> Result:
+def barrier_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
     """Wait until every trial of the study is running at once (or fail after 90 s)."""
     barrier = _run_dir(work_dir) / "barrier"
     barrier.mkdir(exist_ok=True)
@@ -103,15 +76,15 @@ def barrier_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any =
         if time.monotonic() > deadline:
             raise TimeoutError("the 4 trials never ran at the same time")
         time.sleep(0.1)
-    return Result([Metric("predcls", "all", "map", 1.0)], {}, "d", "t", True, 1, "cpu", 0.0)
+    return ExperimentResult([Metric("predcls", "all", "map", 1.0)], {}, "d", "t", True, 1, "cpu", 0.0)
 
 
-def where_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> Result:
+def where_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
     """Record which (fake) GPUs the trial saw."""
     seen = _run_dir(work_dir) / "where"
     seen.mkdir(exist_ok=True)
     (seen / work_dir.name).write_text(os.environ.get("CUDA_VISIBLE_DEVICES", ""))
-    return Result([Metric("predcls", "all", "map", 1.0)], {}, "d", "t", True, 1, "cpu", 0.0)
+    return ExperimentResult([Metric("predcls", "all", "map", 1.0)], {}, "d", "t", True, 1, "cpu", 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +124,7 @@ def runs_by_status(run_dir: Path, study: str) -> Counter:
     tracker = tracker_for(run_dir)
     experiment = tracker.client.get_experiment_by_name(study)
     return Counter(
-        (r.info.run_name.split("-")[1], r.info.status) for r in tracker.runs(experiment.experiment_id)
+        (r.data.tags["variant"], r.info.status) for r in tracker.trial_runs(experiment.experiment_id)
     )
 
 
@@ -210,8 +183,8 @@ def test_fractional_fake_gpus_pack_two_trials_per_gpu(
     assert Counter(seen.values()) == Counter({"0": 2, "1": 2})  # 4 concurrent trials, 2 per GPU
     tracker = tracker_for(options.run_dir)
     tags = {
-        r.info.run_name: r.data.tags["cuda_visible_devices"]
-        for r in tracker.runs(tracker.ensure_experiment("gpus"))
+        r.data.tags["trial_id"]: r.data.tags["cuda_visible_devices"]
+        for r in tracker.trial_runs(tracker.ensure_experiment("gpus"))
     }
     assert tags == seen
 

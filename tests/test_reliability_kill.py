@@ -65,7 +65,7 @@ def _runs(runs: Path, study: str) -> Counter:
     tracker = Tracker(f"sqlite:///{runs}/mlflow.db", runs)
     experiment = tracker.client.get_experiment_by_name(study)
     return Counter(
-        (r.info.run_name.split("-")[1], r.info.status) for r in tracker.runs(experiment.experiment_id)
+        (r.data.tags["variant"], r.info.status) for r in tracker.trial_runs(experiment.experiment_id)
     )
 
 

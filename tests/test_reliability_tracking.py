@@ -20,15 +20,18 @@ from harness.cli import app
 from harness.preflight import PreflightError
 from harness.results import read_results
 from harness.runner import RunOptions, run_study
+from harness.spec import load_study
 from harness.tracking import Tracker
 from tests.reliability_support import (
     MlflowServer,
     held_experiment,
+    held_tune_experiment,
     mlflow_server,
     quick_experiment,
     read_marks,
     wait_for,
     write_study,
+    write_tune_study,
 )
 
 pytestmark = pytest.mark.slow  # real processes, Ray and MLflow servers: about a minute or more
@@ -57,7 +60,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
 
 
 def _layer_2_closed(server: MlflowServer, runs: Path, experiment_id: str) -> bool:
-    finished = [r for r in Tracker(server.uri, runs).runs(experiment_id) if r.info.status == "FINISHED"]
+    finished = [r for r in Tracker(server.uri, runs).trial_runs(experiment_id) if r.info.status == "FINISHED"]
     return len(read_marks(runs, "started")) == 2 and len(finished) == 1
 
 
@@ -102,9 +105,60 @@ def test_server_stopped_mid_study_costs_no_result(
     assert any("Connection refused" in e or "Max retries exceeded" in e for e in outcome.tracking_errors)
 
     stored = Tracker(f"sqlite:///{server.db}", runs)  # what the server kept, read from its file
-    kept = {r.info.run_name.split("-")[1]: r for r in stored.runs(experiment_id)}
-    assert kept["2"].info.status == "FINISHED" and kept["2"].data.metrics["predcls_all_map"] == 20.0
+    kept = {r.data.tags["variant"]: r for r in stored.trial_runs(experiment_id)}
+    assert kept["2"].info.status == "FINISHED" and kept["2"].data.metrics["test/predcls_all_map"] == 20.0
     assert kept["4"].info.status == "RUNNING"  # its end could not be logged: reported, not hidden
+
+
+def test_tune_with_the_server_stopped_mid_search_finishes_its_trials(
+    tmp_path: Path, local_ray: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`harness tune` records through the same guarded recorder as `run`: the server going down
+    after the first trial costs MLflow runs, never a trial of the search."""
+    from harness.tuning import TuneOptions, open_existing, tune_study, tuning_dir
+
+    study = write_tune_study(tmp_path, "tunedown", trials=3)
+    runs = tmp_path / "runs"
+    hold = tuning_dir(runs, "tunedown") / "HOLD"
+    hold.parent.mkdir(parents=True)
+    hold.touch()
+    with mlflow_server(tmp_path / "mlflow") as server:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+
+        def stop_after_the_first_trial() -> None:
+            tracker = Tracker(server.uri, runs)
+
+            def first_closed() -> bool:
+                found = tracker.client.get_experiment_by_name("tunedown-tuning")
+                done = found and [
+                    r for r in tracker.trial_runs(found.experiment_id) if r.info.status == "FINISHED"
+                ]
+                return bool(done) and len(read_marks(hold.parent, "started")) == 2
+
+            wait_for(first_closed, 600, "the first trial closed, the second running", 1.0)
+            server.stop()
+            hold.unlink()
+
+        stopper = threading.Thread(target=stop_after_the_first_trial, daemon=True)
+        stopper.start()
+        outcome = tune_study(
+            study,
+            TuneOptions(run_dir=runs, reports_dir=tmp_path / "reports"),
+            experiment_fn=held_tune_experiment,
+        )
+        stopper.join(timeout=60)
+        assert server.process.poll() is not None, "the server was not stopped during the search"
+
+    assert outcome.exit_code == 0 and (outcome.complete, outcome.failed_now) == (3, []), outcome
+    trials = open_existing(load_study(study), runs).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert outcome.tracking_errors, "the lost tracking calls must be reported"
+    stored = Tracker(f"sqlite:///{server.db}", runs)  # what the server kept
+    experiment = stored.client.get_experiment_by_name("tunedown-tuning")
+    kept = {r.data.tags["optuna_trial"]: r for r in stored.trial_runs(experiment.experiment_id)}
+    assert kept["0"].info.status == "FINISHED" and kept["0"].data.tags["optuna_state"] == "COMPLETE"
+    assert kept["0"].data.metrics["objective"] == pytest.approx(trials[0].value)
+    assert kept["1"].info.status == "RUNNING"  # its end could not be logged: reported, not hidden
 
 
 def test_server_down_from_the_start_runs_untracked(

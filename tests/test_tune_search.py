@@ -15,11 +15,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from sage_model.records import EpochReport, ExperimentResult
 
 pytestmark = pytest.mark.slow
 
@@ -157,8 +158,14 @@ def test_killed_search_resumes_to_exactly_n_distinct_finished_trials(
     assert (reports / "tune_resume.md").is_file() and (reports / "tune_resume_history.png").is_file()
 
     runs = mlflow_runs(run_dir, "tune_resume-tuning")
-    finished_runs = [r for r in runs if r.info.status == "FINISHED"]
+    parents = {r.info.run_id: r for r in runs if r.data.tags.get("harness.role") == "study"}
+    assert sorted(r.info.status for r in parents.values()) == ["FINISHED", "KILLED"]  # one per search
+    finished_runs = [r for r in runs if r.info.status == "FINISHED" and r.info.run_id not in parents]
     assert len(finished_runs) == n
+    for run in runs:
+        if run.info.run_id not in parents:
+            assert run.data.tags["mlflow.parentRunId"] in parents
+            assert run.info.run_name == f"t{run.data.tags['optuna_trial']} · tune_resume"
     assert {r.data.tags["optuna_trial"] for r in finished_runs} == {str(t.number) for t in finished}
     for run in finished_runs:
         assert {"model.loss.alpha", "model.loss.beta", "model.loss.gamma", "train.val_fraction"} <= set(
@@ -171,29 +178,10 @@ def test_killed_search_resumes_to_exactly_n_distinct_finished_trials(
 # --- pruning with a scripted objective -------------------------------------------------------
 
 
-@dataclass
-class EpochReport:
-    stage: int
-    epoch: int
-    metrics: dict[str, float]
-
-
-@dataclass
-class Result:
-    metrics: list[Any]
-    predictions: dict[str, Path]
-    data_hash: str
-    teacher_hash: str
-    synthetic: bool
-    n_params: int
-    device: str
-    wall_s: float
-
-
 EPOCHS = 4
 
 
-def scripted_experiment(cfg: Any, *, work_dir: Path, on_epoch: Any = None) -> Result:
+def scripted_experiment(cfg: Any, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
     """Reports ``10 * alpha`` as the validation objective for 4 epochs; leaves a file per epoch
     it actually ran, so the test sees where a pruned trial stopped."""
     assert cfg.train.stage1_epochs + cfg.train.stage2_epochs == EPOCHS  # the driver knows the schedule
@@ -202,7 +190,7 @@ def scripted_experiment(cfg: Any, *, work_dir: Path, on_epoch: Any = None) -> Re
         on_epoch(
             EpochReport(1 if epoch <= 2 else 2, epoch, {"val/predcls_all_map": 10 * cfg.model.loss.alpha})
         )
-    return Result([], {}, "d", "t", True, 1, "cpu", 0.0)
+    return ExperimentResult([], {}, "d", "t", True, 1, "cpu", 0.0)
 
 
 def test_weak_trials_are_pruned_at_the_epoch_that_condemned_them(
