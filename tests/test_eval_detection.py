@@ -314,7 +314,10 @@ def test_vectorised_evaluator_equals_the_loop_restatement(seed: int) -> None:
 def test_per_video_parts_on_a_hand_computed_case() -> None:
     gt = {"v1": [rel("a-p-b", 0, 10), rel("a-q-b", 0, 10)], "v2": [rel("a-p-b", 0, 10)]}
     misses = [rel("a-r-b", 0, 10, 1.0 - i / 100) for i in range(60)]
-    pred = {"v1": [rel("a-p-b", 0, 10, 0.9), rel("a-r-b", 0, 10, 0.8)], "v2": [*misses, rel("a-p-b", 0, 10, 0.1)]}
+    pred = {
+        "v1": [rel("a-p-b", 0, 10, 0.9), rel("a-r-b", 0, 10, 0.8)],
+        "v2": [*misses, rel("a-p-b", 0, 10, 0.1)],
+    }
     m = evaluate_relations(gt, pred)
     v1, v2 = m.videos
     assert (v1.video_id, v1.tp50, v1.tp100, v1.n_gt, v1.ap) == ("v1", 1, 1, 2, 0.5)
@@ -336,4 +339,6 @@ def test_per_video_parts_recompute_every_metric(seed: int) -> None:
     assert m.rec_at_50 == pytest.approx(sum(p.tp50 for p in parts) / n_gt, rel=1e-6)  # float32 officially
     assert m.rec_at_100 == pytest.approx(sum(p.tp100 for p in parts) / n_gt, rel=1e-6)
     for k in (1, 5, 10):
-        assert getattr(m, f"mprec_at_{k}") == pytest.approx(np.mean([getattr(p, f"p{k}") for p in parts]), abs=1e-7)
+        assert getattr(m, f"mprec_at_{k}") == pytest.approx(
+            np.mean([getattr(p, f"p{k}") for p in parts]), abs=1e-7
+        )
