@@ -22,7 +22,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -69,6 +69,7 @@ def _result_message(result: Any, wall_s: float) -> dict[str, Any]:
     return {
         "kind": "result",
         "metrics": [[m.task, m.split, m.name, float(m.value)] for m in result.metrics],
+        "videos": [list(astuple(v)) for v in getattr(result, "videos", ())],
         "predictions": {str(k): str(Path(v).resolve()) for k, v in result.predictions.items()},
         "data_hash": str(result.data_hash),
         "teacher_hash": str(result.teacher_hash),
@@ -249,17 +250,19 @@ class TrialRecorder:
         self.step += 1
 
     def _finish(self, message: Mapping[str, Any]) -> None:
-        from harness.results import MetricRow, write_result
+        from harness.results import ResultRows, write_result
+        from sage_model.records import Metric, VideoScore
 
         tracker, run_id = self.ctx.tracker, self.run_id
-        rows = [MetricRow(task, split, name, value) for task, split, name, value in message["metrics"]]
-        final = {final_metric_key(r.task, r.split, r.metric): r.value for r in rows}
+        rows = [Metric(task, split, name, value) for task, split, name, value in message["metrics"]]
+        videos = [VideoScore(*v) for v in message.get("videos", ())]
+        final = {final_metric_key(r.task, r.split, r.name): r.value for r in rows}
         final.update(wall_s=message["wall_s"], n_params=message["n_params"])
         tracker.log_metrics(run_id, final, step=self.step)
         tracker.set_tags(run_id, self._result_tags(message))
         self._log_artifacts(message)
         record = self._record(message)
-        path = write_result(self.ctx.results_dir, record, rows)
+        path = write_result(self.ctx.results_dir, record, ResultRows(rows, videos))
         tracker.end_run(run_id, "FINISHED")
         self.outcome.status = "finished"
         self.outcome.result_path = path
