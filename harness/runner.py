@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from harness.expand import expand_study
 from harness.locking import StudyLock
 from harness.preflight import DEFAULT_MIN_FREE_MB
+from harness.provenance import code_version
 from harness.results import is_finished, remove_stale_temp_files
 from harness.spec import StudySpec, TrialSpec, load_study
 from harness.trial import (
@@ -128,7 +129,7 @@ class Plan:
 
 
 def plan_study(spec: StudySpec, options: RunOptions) -> Plan:
-    """Expand the study and skip trials whose result file exists (unless ``force``)."""
+    """Expand the study and skip trials with a result of this code (unless ``force``)."""
     trials = expand_study(
         spec,
         env_overrides=options.env_overrides(),
@@ -138,7 +139,8 @@ def plan_study(spec: StudySpec, options: RunOptions) -> Plan:
     )
     if options.force:
         return Plan(trials, list(trials), [])
-    done = [t for t in trials if is_finished(options.results_dir, t.study, t.trial_id)]
+    code = code_version()
+    done = [t for t in trials if is_finished(options.results_dir, t.study, t.trial_id, code)]
     done_ids = {t.trial_id for t in done}
     return Plan(trials, [t for t in trials if t.trial_id not in done_ids], done)
 
@@ -282,7 +284,7 @@ def _still_to_run(
     if options.force:
         return to_run
     for t in to_run:
-        if is_finished(options.results_dir, t.study, t.trial_id):
+        if is_finished(options.results_dir, t.study, t.trial_id, code_version()):
             outcomes[t.trial_id] = TrialOutcome(t.trial_id, t.variant, t.seed, "skipped")
     return [t for t in to_run if t.trial_id not in outcomes]
 

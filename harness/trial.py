@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-from harness.provenance import GitState, git_state, hardware_summary, package_versions
+from harness.provenance import GitState, code_version, git_state, hardware_summary, package_versions
 from harness.spec import TrialSpec
 from harness.tracking import RUN_ROLE_TAG, DatasetRecord, RunSource, RunStatus
 from sage_model.records import EpochReport, ExperimentResult, Metric, VideoScore
@@ -527,6 +527,7 @@ class TrialRecorder:
             wall_s=message.wall_s,
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
             mlflow_run_id=self.run_id or "",
+            code_version=code_version(),
         )
 
     def set_tags(self, tags: Mapping[str, str]) -> None:

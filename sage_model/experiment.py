@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -47,13 +48,16 @@ from sage_model.model.predict import (
     write_predictions,
 )
 from sage_model.model.sage import SageModel, build_model
-from sage_model.records import EpochReport, ExperimentResult, Metric
+from sage_model.records import EpochReport, ExperimentResult, Metric, VideoScore
 from sage_model.train.seeding import seed_everything
 from sage_model.train.trainer import (
     TrainingVocabulary,
     resolve_device,
     train_two_stage,
 )
+
+if TYPE_CHECKING:
+    from sage_model.eval import DetectionMetrics
 
 log = logging.getLogger(__name__)
 #: DetectionMetrics attribute -> our metric name, from the catalogue (sage_model.metrics)
@@ -266,14 +270,35 @@ def score_predictions(
     cfg: ExperimentConfig,
 ) -> dict[str, float]:
     """Official metrics in percent, keyed by our metric names (map, r50, r100, p1, p5, p10)."""
+    return percent_metrics(evaluate_split(gt, results, split, vocab, cfg))
+
+
+def evaluate_split(
+    gt: dict[str, list[dict]],
+    results: dict[str, list[dict]],
+    split: str,
+    vocab: EvalVocabulary,
+    cfg: ExperimentConfig,
+) -> DetectionMetrics:
+    """The official evaluation of one split (novel: only the novel predicates)."""
     from sage_model.eval import evaluate_relations
 
     novel = set(vocab.novel) if split == "novel" else None
-    metrics = evaluate_relations(
-        gt, results, novel_predicates=novel, tagging_divisor=cfg.eval.tagging_divisor
-    )
+    return evaluate_relations(gt, results, novel_predicates=novel, tagging_divisor=cfg.eval.tagging_divisor)
+
+
+def percent_metrics(metrics: DetectionMetrics) -> dict[str, float]:
+    """Official metrics in percent, keyed by our metric names (map, r50, r100, p1, p5, p10)."""
     names = METRIC_NAMES | TAGGING_NAMES
     return {short: 100.0 * float(getattr(metrics, long)) for long, short in names.items()}
+
+
+def video_scores(task: str, split: str, metrics: DetectionMetrics) -> list[VideoScore]:
+    """Each evaluated video's parts of the metrics (what the report's intervals resample)."""
+    return [
+        VideoScore(task, split, v.video_id, v.ap, v.tp50, v.tp100, v.n_gt, v.p1, v.p5, v.p10)
+        for v in metrics.videos
+    ]
 
 
 def splits_with_ground_truth(
@@ -357,6 +382,7 @@ def run_experiment(
     )
 
     metrics, predictions, hashes, teacher_hashes = [], {}, [store.content_hash], []
+    videos: list[VideoScore] = []
     if teacher is not None:
         teacher_hashes.append(teacher.content_hash)
     test_ids = _capped_test_videos(test_root, cfg)
@@ -387,8 +413,10 @@ def run_experiment(
         for split in splits:
             path = write_predictions(work_dir / f"predictions_{task}_{split}.json", results[split])
             predictions[f"{task}_{split}"] = path
-            for name, value in score_predictions(data.gt, results[split], split, vocab, cfg).items():
-                metrics.append(Metric(task, split, name, value))
+            detection = evaluate_split(data.gt, results[split], split, vocab, cfg)
+            scores = percent_metrics(detection)
+            metrics += [Metric(task, split, name, value) for name, value in scores.items()]
+            videos += video_scores(task, split, detection)
         if cfg.eval.measure_speed:
             metrics += _speed_metrics(model, data, task, seconds)
     artifacts = {"weights": _save_weights(model, work_dir)}
@@ -409,6 +437,7 @@ def run_experiment(
         peak_rss_mb=peak_rss_mb(),
         peak_cuda_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0,
         split_sizes=sizes,
+        videos=videos,
     )
 
 

@@ -72,6 +72,22 @@ def test_a_trial_reports_percent_metrics_for_every_task_and_split(first_run):
     assert "val/predcls_all_map" in reports[0].metrics
 
 
+def test_per_video_scores_recompute_the_reported_metrics(first_run):
+    result, _, _ = first_run
+    values = {(m.task, m.split, m.name): m.value for m in result.metrics}
+    keys = {(v.task, v.split) for v in result.videos}
+    assert keys == {(t, s) for t in ("sgdet", "sgcls", "predcls") for s in ("novel", "all")}
+    for task, split in keys:
+        videos = [v for v in result.videos if (v.task, v.split) == (task, split)]
+        assert len({v.video_id for v in videos}) == len(videos) > 0
+        n_gt = sum(v.n_gt for v in videos)
+        assert values[(task, split, "map")] == pytest.approx(100 * np.mean([v.ap for v in videos]), abs=1e-9)
+        assert values[(task, split, "r50")] == pytest.approx(
+            100 * sum(v.tp50 for v in videos) / n_gt, rel=1e-6
+        )
+        assert values[(task, split, "p5")] == pytest.approx(100 * np.mean([v.p5 for v in videos]), abs=1e-5)
+
+
 def test_predictions_are_official_json_files_cut_to_top_k(first_run):
     result, _, work = first_run
     assert set(result.predictions) == {

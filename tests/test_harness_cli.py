@@ -124,7 +124,7 @@ def test_run_with_everything_finished_skips_and_says_synthetic(study: Path, tmp_
     assert code == 0, out
     assert "SYNTHETIC DATA" in out and "NOT comparable" in out
     assert "tiny: 0 finished, 4 already done (skipped), 0 failed" in out
-    assert sorted(p.stem for p in (results / "tiny").glob("*.parquet")) == sorted(ids)
+    assert sorted(p.parent.name for p in (results / "tiny").glob("*/*.parquet")) == sorted(ids)
 
 
 def test_run_refuses_while_the_study_is_locked(study: Path, tmp_path: Path) -> None:

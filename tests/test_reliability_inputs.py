@@ -116,7 +116,7 @@ def run_args(study: Path, tmp_path: Path, *extra: str) -> list[str]:
 
 def assert_no_trial_started(tmp_path: Path) -> None:
     assert not (tmp_path / "runs" / "tune").exists() and not (tmp_path / "runs" / "trials").exists()
-    assert not list((tmp_path / "results").glob("*/*.parquet"))
+    assert not list((tmp_path / "results").rglob("*.parquet"))
 
 
 # ------------------------------------------------------------------------------ study files

@@ -79,7 +79,7 @@ def test_second_run_is_refused_and_a_sigkilled_study_completes_exactly_once(tmp_
         wait_for(
             lambda: (
                 len(read_marks(runs, "started")) == 3
-                and len(list((results / "killed").glob("*.parquet"))) == 1
+                and len(list((results / "killed").glob("*/*.parquet"))) == 1
                 or first.poll() is not None
             ),
             600,
@@ -119,8 +119,9 @@ def test_second_run_is_refused_and_a_sigkilled_study_completes_exactly_once(tmp_
     frame = read_results(results, "killed")
     assert sorted(Counter(frame["trial_id"].to_list()).values()) == [1, 1, 1]
     assert sorted(frame["value"].to_list()) == [20.0, 40.0, 60.0]
-    files = sorted(p.name for p in (results / "killed").iterdir())
-    assert files == sorted(f"{t}.parquet" for t in frame["trial_id"].to_list()), files
+    folder = results / "killed"
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert [f.split("/")[0] for f in files] == sorted(frame["trial_id"].to_list()), files  # no temp file left
     assert _runs(runs, "killed") == Counter(
         {
             ("2", "FINISHED"): 1,

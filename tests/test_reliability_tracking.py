@@ -200,4 +200,4 @@ def test_strict_tracking_refuses_to_start_without_the_server(
     assert [line for line in result.output.splitlines() if line.startswith("error:")] == [
         f"error: --strict-tracking: {server.uri} is unreachable ([Errno 111] Connection refused)"
     ]
-    assert not (options.run_dir / "trials").exists() and not list(options.results_dir.glob("*/*.parquet"))
+    assert not (options.run_dir / "trials").exists() and not list(options.results_dir.rglob("*.parquet"))

@@ -6,7 +6,7 @@ validate them; ``associate_segments`` builds video-level relations from segment 
 """
 
 from sage_model.eval.association import SegmentRelation, associate_segments, associate_videos
-from sage_model.eval.detection import DetectionMetrics, as_relation_set, evaluate_relations
+from sage_model.eval.detection import DetectionMetrics, VideoParts, as_relation_set, evaluate_relations
 from sage_model.eval.io import (
     ground_truth_from_annotations,
     load_ground_truth,
@@ -18,6 +18,7 @@ from sage_model.eval.viou import trajectory_volume, viou
 
 __all__ = [
     "DetectionMetrics",
+    "VideoParts",
     "RelationFormatError",
     "RelationSet",
     "SegmentRelation",
