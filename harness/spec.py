@@ -23,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sage_model.config import DatasetName, EvalSplit, ExperimentConfig, Spec, Task
 
-MetricName = Literal["map", "r50", "r100", "p1", "p5", "p10", "params_m", "fps"]
+MetricName = Literal[
+    "map", "r50", "r100", "p1", "p5", "p10", "params_m", "fps", "params_m_no_tok", "fps_teacher", "teacher_qpf"
+]
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 

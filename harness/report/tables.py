@@ -21,7 +21,7 @@ import polars as pl
 
 from harness.spec import StudySpec
 
-EFFICIENCY_METRICS = frozenset({"params_m", "fps"})
+EFFICIENCY_METRICS = frozenset({"params_m", "fps", "params_m_no_tok", "fps_teacher", "teacher_qpf"})
 """Metrics whose absolute values depend on the device or model size, compared as ratios."""
 
 DataKind = Literal["synthetic", "real", "mixed", "none"]
