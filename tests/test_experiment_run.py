@@ -11,7 +11,6 @@ from sage_model.analysis import STABILITY_FILE, load_stability
 from sage_model.config import ExperimentConfig
 from sage_model.data import DatasetRoot, PairDataset, load_vocabulary
 from sage_model.eval import load_predictions
-from sage_model.metrics import CATALOGUE
 from sage_model.experiment import (
     EvalVocabulary,
     LabelShuffled,
@@ -19,6 +18,7 @@ from sage_model.experiment import (
     run_experiment,
     splits_with_ground_truth,
 )
+from sage_model.metrics import CATALOGUE
 
 TINY = {
     "data": {"synthetic_videos": 4},

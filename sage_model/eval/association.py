@@ -245,7 +245,9 @@ def associate_pairs(
     chains: dict[tuple[tuple[int, int], Triplet], list[SegmentRelation]] = defaultdict(list)
     for r in segment_relations:
         if r.pair is None:
-            raise ValueError(f"associate_pairs: relation {r.triplet} of video {r.video_id!r} has no track pair")
+            raise ValueError(
+                f"associate_pairs: relation {r.triplet} of video {r.video_id!r} has no track pair"
+            )
         chains[(r.pair, r.triplet)].append(r)
     if len({r.video_id for rels in chains.values() for r in rels}) > 1:
         raise ValueError("associate_pairs: relations of several videos; associate one video at a time")

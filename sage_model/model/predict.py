@@ -183,7 +183,9 @@ def clip_starts(rows: PairRows, segmentation: Segmentation) -> np.ndarray:
     cuts = np.r_[0, np.flatnonzero((keys[1:] != keys[:-1]).any(axis=1)) + 1, len(order)]
     for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
         pair = order[lo:hi]
-        kept, begin = non_overlapping_rows(rows.segment_start[pair], rows.segment_end[pair], rows.seg_span[pair])
+        kept, begin = non_overlapping_rows(
+            rows.segment_start[pair], rows.segment_end[pair], rows.seg_span[pair]
+        )
         starts[pair[kept]] = begin
     return starts
 
