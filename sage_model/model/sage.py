@@ -15,6 +15,11 @@ move their features) and the prompt learner and adapters learn. Without class en
 (``prompt.strategy: none``) the classifier is the frozen hand-crafted template
 ``"<template_text> <name>."`` in both stages. :meth:`SageModel.set_stage` is the one place
 where parameters are frozen.
+
+Teacher at test time (``semantic.at_test``, docs/model.md): with ``teacher`` every pass reads the
+batch's teacher features; with ``none`` every pass but stage-1 training uses the learnt
+no-teacher tokens ``null_teacher (4, H)``, which stage 1 also substitutes for a pair's teacher
+with probability ``semantic.teacher_dropout``.
 """
 
 from __future__ import annotations
