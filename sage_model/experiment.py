@@ -26,6 +26,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ from sage_model.analysis import STABILITY_FILE, classifier_features_under_noise,
 from sage_model.clip import build_clip
 from sage_model.config import ExperimentConfig
 from sage_model.data import DatasetRoot, FeatureStore, PairDataset, TeacherStore, split_videos
+from sage_model.data.selection import training_rows
 from sage_model.data.vocab import Vocabulary
 from sage_model.metrics import EVAL_METRICS
 from sage_model.model.predict import (
@@ -115,16 +117,38 @@ class EvalVocabulary:
     predicates: tuple[str, ...]  # the 'all' split
     novel: tuple[str, ...]  # the 'novel' split
     objects: tuple[str, ...]
+    #: cross-dataset ``eval.cross_dataset_novel: category``: a relation is novel when its predicate
+    #: or one of its object classes (``novel_objects``) is absent from the training dataset
+    by_category: bool = False
+    novel_objects: tuple[str, ...] = ()
 
     @classmethod
-    def build(cls, train: Vocabulary, test: Vocabulary) -> EvalVocabulary:
+    def build(cls, train: Vocabulary, test: Vocabulary, cross_rule: str = "predicate") -> EvalVocabulary:
         if train.dataset == test.dataset:
             return cls(test.predicates, test.novel_predicates, test.objects)
         lacking = tuple(p for p in test.predicates if p not in set(train.predicates))
-        return cls(test.predicates, lacking, test.objects)
+        if cross_rule == "predicate":
+            return cls(test.predicates, lacking, test.objects)
+        objects = tuple(o for o in test.objects if o not in set(train.objects))
+        return cls(test.predicates, lacking, test.objects, by_category=True, novel_objects=objects)
 
     def split_predicates(self, split: str) -> tuple[str, ...]:
-        return self.novel if split == "novel" else self.predicates
+        """Predicates a split's predictions are made for (``category``: all, filtered per triplet)."""
+        return self.novel if split == "novel" and not self.by_category else self.predicates
+
+    @cached_property
+    def _novel_sets(self) -> tuple[frozenset[str], frozenset[str]]:
+        return frozenset(self.novel), frozenset(self.novel_objects if self.by_category else ())
+
+    def is_novel(self, triplet: Sequence[str]) -> bool:
+        """Whether a (subject, predicate, object) relation belongs to the novel split."""
+        predicates, objects = self._novel_sets
+        return triplet[1] in predicates or triplet[0] in objects or triplet[2] in objects
+
+    def novel_only(self, relations: dict[str, list[dict]], drop_empty: bool) -> dict[str, list[dict]]:
+        """``relations`` (official layout) restricted to novel triplets; videos left empty dropped if asked."""
+        kept = {vid: [r for r in rels if self.is_novel(r["triplet"])] for vid, rels in relations.items()}
+        return {vid: rels for vid, rels in kept.items() if rels or not drop_empty}
 
 
 def model_vocabulary(train: Vocabulary, test: Vocabulary) -> tuple[list[str], list[str]]:
@@ -216,9 +240,9 @@ def eval_data(
 
     rows = store.rows.rows_of_videos([a.video_id for a in annotations])
     frames = int(sum(a.frame_count for a in annotations))
-    return EvalData(
-        store, _teacher(root, cfg, split, source), rows, ground_truth_relations(annotations), frames
-    )
+    # semantic.at_test: none scores without a teacher: its store is not even opened
+    teacher = None if cfg.model.semantic.at_test == "none" else _teacher(root, cfg, split, source)
+    return EvalData(store, teacher, rows, ground_truth_relations(annotations), frames)
 
 
 def predict_task(
@@ -246,9 +270,21 @@ def predict_task(
     for split in splits:
         names = vocab.split_predicates(split)
         cols = np.array([column[n] for n in names], dtype=np.int64)
-        seg = segment_relations(rows, scores.predicate[:, cols], names, objects, cfg.eval.predicates_per_pair)
-        out[split] = video_relations(seg, list(data.gt), cfg.eval.top_k)
+        seg = segment_relations(
+            rows, scores.predicate[:, cols], names, objects, cfg.eval.predicates_per_pair,
+            segmentation=cfg.eval.segmentation,
+        )  # fmt: skip
+        out[split] = video_relations(seg, list(data.gt), cfg.eval.top_k, **association_options(cfg))
     return out
+
+
+def association_options(cfg: ExperimentConfig) -> dict[str, object]:
+    """Keywords of :func:`sage_model.eval.associate` from ``cfg.eval``."""
+    ev = cfg.eval
+    options: dict[str, object] = {"method": ev.association, "aggregation": ev.aggregation}
+    if ev.association == "greedy":
+        options |= {"linkage_threshold": ev.linkage_threshold, "temporal_tolerance": ev.temporal_tolerance}
+    return options
 
 
 def score_data(model: SageModel, data: EvalData, vocab: EvalVocabulary, cfg: ExperimentConfig) -> PairScores:
@@ -284,6 +320,8 @@ def evaluate_split(
     from sage_model.eval import evaluate_relations
 
     novel = set(vocab.novel) if split == "novel" else None
+    if novel is not None and vocab.by_category:  # filter by triplet here; the evaluator filters predicates
+        gt, results, novel = vocab.novel_only(gt, drop_empty=True), vocab.novel_only(results, False), None
     return evaluate_relations(gt, results, novel_predicates=novel, tagging_divisor=cfg.eval.tagging_divisor)
 
 
@@ -309,8 +347,7 @@ def splits_with_ground_truth(
     Why: a small set (one held-out validation video, ``data.max_test_videos``) may have none;
     the evaluator rightly refuses an empty split, and that must not fail the whole trial.
     """
-    novel = set(vocab.novel)
-    has_novel = any(rel["triplet"][1] in novel for rels in gt.values() for rel in rels)
+    has_novel = any(vocab.is_novel(rel["triplet"]) for rels in gt.values() for rel in rels)
     return tuple(s for s in splits if s != "novel" or has_novel)
 
 
@@ -348,14 +385,17 @@ def run_experiment(
     device = resolve_device(cfg.train.device)
     train_root, test_root = resolve_roots(cfg, work_dir)
     train_vocab, test_vocab = train_root.vocabulary, test_root.vocabulary
-    vocab = EvalVocabulary.build(train_vocab, test_vocab)
+    vocab = EvalVocabulary.build(train_vocab, test_vocab, cfg.eval.cross_dataset_novel)
 
     store = train_root.feature_store("train", "gt")
     teacher = _teacher(train_root, cfg, "train", "gt")
     train_ids, val_ids = split_videos(store.rows.video_ids(), cfg.train.val_fraction, cfg.seed)
     if cfg.data.max_train_videos is not None:
         train_ids = train_ids[: cfg.data.max_train_videos]
-    train_set = PairDataset(store, teacher, store.rows.rows_of_videos(train_ids))
+    rows = training_rows(
+        store, store.rows.rows_of_videos(train_ids), len(train_vocab.base_objects), cfg.train.novel_object_pairs
+    )
+    train_set = PairDataset(store, teacher, rows)
     if len(train_set) == 0:
         raise ValueError(f"{store.path}: no training pairs in the {len(train_ids)} training videos")
 
@@ -490,11 +530,20 @@ def _build(
 
 
 def _speed_metrics(model: SageModel, data: EvalData, task: str, seconds: float) -> list[Metric]:
-    """Table 10: parameters (millions, CLIP text tower included) and video frames per second of
-    inference (model passes over every pair + association; features are precomputed offline)."""
+    """Table 10: parameters (millions, CLIP text tower included; also without its token
+    embedding) and video frames per second of inference (model passes over every pair +
+    association; features are precomputed offline), also with the teacher's descriptions of
+    the test pairs generated (:mod:`sage_model.efficiency`)."""
+    from sage_model.efficiency import fps_with_teacher, teacher_questions, tiny_teacher_seconds_per_question
+
+    questions = teacher_questions(data.store, data.rows) if data.teacher is not None else 0
+    per_question = tiny_teacher_seconds_per_question() if questions else 0.0
     return [
         Metric(task, "all", "params_m", model.parameter_count() / 1e6),
+        Metric(task, "all", "params_m_no_tok", model.parameter_count(token_embedding=False) / 1e6),
         Metric(task, "all", "fps", data.frames / max(seconds, 1e-9)),
+        Metric(task, "all", "fps_teacher", fps_with_teacher(data.frames, seconds, questions, per_question)),
+        Metric(task, "all", "teacher_qpf", questions / max(data.frames, 1)),
     ]
 
 
