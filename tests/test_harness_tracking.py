@@ -127,6 +127,7 @@ def test_finished_trial_has_curves_params_tags_artifacts_and_parquet(
     assert parent_run.info.status == "FINISHED" and parent_run.info.run_name.startswith("toy · 20")
     assert parent_run.data.tags["trials_finished"] == "1"
     assert {a.path for a in client.list_artifacts(parent)} == {"toy.yaml"}
+    assert [d.dataset.digest for d in parent_run.inputs.dataset_inputs] == ["dh"]  # the runs table's first row
     experiment = client.get_experiment(ctx.experiment_id)
     assert experiment.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
 
