@@ -300,9 +300,30 @@ class Tracker:
         return run_id
 
 
-def store_exists(run_dir: Path) -> bool:
-    """A tracking store to attach to: ``MLFLOW_TRACKING_URI`` set, or the embedded database there."""
-    return bool(os.environ.get("MLFLOW_TRACKING_URI")) or (Path(run_dir) / "mlflow.db").is_file()
+def attach_report(run_dir: Path, files_by_study: Mapping[str, Sequence[Path]]) -> list[str]:
+    """Attach each study's report files to its newest parent run, when there is a tracking store
+    (``MLFLOW_TRACKING_URI``, or ``<run_dir>/mlflow.db``); returns one line per study, what was
+    done or why not. Never raises: the report on disk is what counts."""
+    if not (os.environ.get("MLFLOW_TRACKING_URI") or (Path(run_dir) / "mlflow.db").is_file()):
+        return []
+    try:
+        tracker = Tracker(default_tracking_uri(run_dir), run_dir)
+    except Exception as exc:  # a broken store must not fail the report
+        return [f"tracking store {default_tracking_uri(run_dir)}: {type(exc).__name__}: {exc}"]
+    lines = []
+    for study, files in files_by_study.items():
+        if not files:
+            continue
+        try:
+            run_id = tracker.log_report(study, files)
+        except Exception as exc:
+            lines.append(f"{study}: report not attached to MLflow ({type(exc).__name__}: {exc})")
+            continue
+        if run_id is None:
+            lines.append(f"{study}: no parent run in the tracking store; report not attached")
+        else:
+            lines.append(f"{study}: {len(files)} report file(s) attached to parent run {run_id}")
+    return lines
 
 
 class TrackingError(ValueError):

@@ -258,6 +258,8 @@ class RecordingContext:
     parent_run_id: str | None = None
     #: the study's YAML, logged with every run (None when the study came as an object)
     study_file: Path | None = None
+    #: digests of the datasets already logged as inputs of the parent run
+    parent_datasets: set[str] = field(default_factory=set)
 
     @property
     def run_source(self) -> RunSource:
@@ -463,7 +465,7 @@ class TrialRecorder:
         self.record = self._record(message, result)
         tracker.log_metrics(run_id, final_metrics(result, message.wall_s), step=self.step)
         tracker.set_tags(run_id, {**record_tags(self.record), **self._run_facts(message)})
-        tracker.log_dataset(run_id, dataset_record(self.trial, result))
+        self._log_dataset(dataset_record(self.trial, result))
         self._log_files(result)
         self.driver.on_finished(self, result)
         self._log_trial_log()
@@ -496,6 +498,15 @@ class TrialRecorder:
                     missing.append(name)
         if missing:
             tracker.set_tags(run_id, {"files_missing": ",".join(missing)})
+
+    def _log_dataset(self, dataset: DatasetRecord) -> None:
+        """The trial's dataset input, and the parent's: the runs table shows it on the row a user
+        sees first (the children are folded under their parent)."""
+        self.ctx.tracker.log_dataset(self.run_id, dataset)
+        parent = self.ctx.parent_run_id
+        if parent is not None and dataset.digest not in self.ctx.parent_datasets:
+            self.ctx.parent_datasets.add(dataset.digest)
+            self.ctx.tracker.log_dataset(parent, dataset)
 
     def _log_trial_log(self) -> None:
         path = self.work_dir / "trial.log"

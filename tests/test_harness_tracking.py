@@ -13,7 +13,7 @@ import pytest
 from harness.expand import expand_study
 from harness.results import read_results
 from harness.spec import load_study
-from harness.tracking import EXPERIMENT_KIND_TAG, Tracker, default_tracking_uri, flatten
+from harness.tracking import EXPERIMENT_KIND_TAG, Tracker, attach_report, default_tracking_uri, flatten
 from harness.trial import close_study_run, open_study_run, recording_context, run_trial
 from sage_model.config import ExperimentConfig
 from sage_model.records import EpochReport, ExperimentResult, Metric
@@ -127,6 +127,9 @@ def test_finished_trial_has_curves_params_tags_artifacts_and_parquet(
     assert parent_run.info.status == "FINISHED" and parent_run.info.run_name.startswith("toy · 20")
     assert parent_run.data.tags["trials_finished"] == "1"
     assert {a.path for a in client.list_artifacts(parent)} == {"toy.yaml"}
+    assert [d.dataset.digest for d in parent_run.inputs.dataset_inputs] == [
+        "dh"
+    ]  # the runs table's first row
     experiment = client.get_experiment(ctx.experiment_id)
     assert experiment.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
 
@@ -197,3 +200,25 @@ def test_mlflow_limits_match_the_installed_mlflow() -> None:
     assert tracking.MAX_ENTITY_KEY_LENGTH == validation.MAX_ENTITY_KEY_LENGTH
     assert tracking.MAX_PARAM_VAL_LENGTH == validation.MAX_PARAM_VAL_LENGTH
     assert tracking.MAX_TAG_VAL_LENGTH == validation.MAX_TAG_VAL_LENGTH
+
+
+def test_report_plots_are_attached_to_the_studys_newest_parent_run(
+    tmp_path: Path, store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert attach_report(tmp_path, {"toy": [tmp_path / "x.png"]}) == []  # no store there: nothing to do
+    ctx = recording_context(store, tmp_path / "results", "plotted")
+    open_study_run(ctx, "plotted")
+    time.sleep(0.01)
+    newest = open_study_run(ctx, "plotted")
+    plot = tmp_path / "plots" / "plotted-layers.png"
+    plot.parent.mkdir()
+    plot.write_bytes(b"\x89PNG fake")
+    lines = attach_report(store, {"plotted": [plot], "never_run": [plot]})
+    assert lines == [
+        f"plotted: 1 report file(s) attached to parent run {newest}",
+        "never_run: no parent run in the tracking store; report not attached",
+    ]
+    assert [a.path for a in ctx.tracker.client.list_artifacts(newest, "report")] == [
+        "report/plotted-layers.png"
+    ]

@@ -84,7 +84,7 @@ def test_server_stopped_mid_study_costs_no_result(
     assert shown.exit_code == 0, shown.output  # a server already serves the UI: just say where
     assert (
         shown.output.strip()
-        == f"tracked: {server.uri}/#/experiments/{experiment_id}/runs (served by the tracking server)"
+        == f"tracked: {server.uri}/#/experiments/{experiment_id}/runs?workflowType=machine_learning (served by the tracking server)"
     )
 
     runs.mkdir()

@@ -59,6 +59,7 @@ def report(
             f"{len(table.check_failures())} headline failure(s)"
         )
     typer.echo(f"wrote {len(outcome.files)} file(s) under {out}/ (open {out}/paper_tables.html)")
+    _attach_plots(runs, [spec.name for spec in specs], outcome.files)
     if check and outcome.failures:
         for failure in outcome.failures:
             typer.echo(f"check: {failure}", err=True)
@@ -73,3 +74,14 @@ def _command_line() -> str:
         if sys.argv and "harness" in Path(sys.argv[0]).name
         else ("harness report --paper-tables")
     )
+
+
+def _attach_plots(runs: Path, studies: list[str], files: tuple[Path, ...]) -> None:
+    """Each study's plots onto its newest parent run, when the run dir has a tracking store."""
+    from harness.tracking import attach_report
+
+    plots = {
+        s: [f for f in files if f.parent.name == "plots" and f.name.startswith(f"{s}-")] for s in studies
+    }
+    for line in attach_report(runs, plots):
+        typer.echo(f"mlflow: {line}")
