@@ -128,6 +128,11 @@ class TableSpec(StudyModel):
     cited: dict[str, list[float | None]] = Field(
         default_factory=dict, description="Rows of other methods we do not run, same layout."
     )
+    baseline: str | None = Field(
+        None,
+        description="Variant every other row is compared with (paired difference, CI, p-value); "
+        "default: 'Ours', else the variant that is the default model (the paper's full model).",
+    )
 
     @model_validator(mode="after")
     def _rows_match_columns(self) -> TableSpec:
@@ -257,6 +262,8 @@ class StudySpec(StudyModel):
             unknown = [row for row in self.table.reference if row not in names]
             if unknown:
                 raise ValueError(f"table.reference: rows {unknown} are not variants (variants: {names})")
+            if self.table.baseline is not None and self.table.baseline not in names:
+                raise ValueError(f"table.baseline: '{self.table.baseline}' is not a variant (variants: {names})")
         if len(set(self.datasets)) != len(self.datasets):
             raise ValueError(f"datasets: duplicates in {self.datasets}")
         return self

@@ -109,6 +109,13 @@ def test_reference_row_must_match_columns_and_variants(tmp_path: Path) -> None:
         load_study(write_study(tmp_path, text))
 
 
+def test_table_baseline_must_be_a_variant(tmp_path: Path) -> None:
+    text = STUDY.format(name="toy").replace("  tolerance: 1.0\n", "  tolerance: 1.0\n  baseline: \"w/o SE\"\n")
+    assert load_study(write_study(tmp_path, text)).table.baseline == "w/o SE"
+    with pytest.raises(ValueError, match="table.baseline: 'Ours' is not a variant"):
+        load_study(write_study(tmp_path, text.replace('baseline: "w/o SE"', "baseline: Ours")))
+
+
 def test_cross_field_rule_sees_all_overrides_together() -> None:
     # class_position 8 is only valid once n_ctx is raised too: validation runs after both.
     cfg = apply_overrides(ExperimentConfig(), {"model.prompt.class_position": 10, "model.prompt.n_ctx": 12})

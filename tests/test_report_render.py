@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.report.fmt import SYNTHETIC_BANNER
-from harness.report.paper import parse_formats, write_paper_tables
+from harness.report.paper import load_results, parse_formats, write_paper_tables
 from harness.report.render_html import render_html
 from harness.report.render_md import render_markdown
 from harness.report.tables import build_paper_table
@@ -42,8 +42,9 @@ def toy(tmp_path):
     sweep, efficiency = load_toy_studies(tmp_path / "studies")
     write_sweep_results(tmp_path / "results")
     write_efficiency_results(tmp_path / "results", devices=("cpu", "cuda:0"))
-    frame = read_results(tmp_path / "results")
-    return [build_paper_table(frame, sweep), build_paper_table(frame, efficiency)], [sweep, efficiency], frame
+    frame, videos = load_results(tmp_path / "results")
+    tables = [build_paper_table(frame, sweep, videos), build_paper_table(frame, efficiency, videos)]
+    return tables, [sweep, efficiency], frame
 
 
 def assert_golden(name: str, text: str) -> None:

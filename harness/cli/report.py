@@ -38,19 +38,25 @@ def report(
     """Write the paper's tables beside ours (mean ± std over seeds, differences, rankings, plots)."""
     if not paper_tables:
         raise UserError("nothing to report: pass --paper-tables (e.g. `harness report --paper-tables`)")
-    from harness.provenance import git_state
-    from harness.report.paper import parse_formats, report_meta, resolve_studies, write_paper_tables
-    from harness.results import read_results
+    from harness.provenance import code_version, git_state
+    from harness.report.paper import (
+        load_results,
+        parse_formats,
+        report_meta,
+        resolve_studies,
+        write_paper_tables,
+    )
     from harness.spec import load_study
 
     chosen = parse_formats(formats)
     specs = [load_study(path) for path in resolve_studies(studies, studies_dir)]
     if not results.is_dir():
         typer.echo(f"warning: {results} does not exist: every trial will be listed as missing", err=True)
-    frame = read_results(results)
+    frame, videos = load_results(results, [spec.name for spec in specs])
     git = git_state()
-    meta = report_meta(_command_line(), results, git.sha[:12] + (" (dirty)" if git.dirty else ""))
-    outcome = write_paper_tables(specs, frame, out, formats=chosen, meta=meta, runs_dir=runs)
+    sha = git.sha[:12] + (" (dirty)" if git.dirty else "")
+    meta = report_meta(_command_line(), results, sha, code_version=code_version())
+    outcome = write_paper_tables(specs, frame, out, formats=chosen, meta=meta, runs_dir=runs, videos=videos)
     for table in outcome.tables:
         prov = table.provenance
         flag = " [SYNTHETIC]" if table.synthetic else ""

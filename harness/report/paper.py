@@ -82,9 +82,25 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def build_tables(specs: Sequence[StudySpec], results: pl.DataFrame) -> list[PaperTable]:
-    """One paper table per study spec, in the order given."""
-    return [build_paper_table(results, spec) for spec in specs]
+def build_tables(
+    specs: Sequence[StudySpec], results: pl.DataFrame, videos: pl.DataFrame | None = None
+) -> list[PaperTable]:
+    """One paper table per study spec, in the order given (``videos``: per-video rows, for intervals)."""
+    return [build_paper_table(results, spec, videos) for spec in specs]
+
+
+def load_results(
+    results_dir: Path, studies: Sequence[str] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(metric rows of each trial's newest result, the per-video rows of exactly those results)."""
+    from harness.results import read_results, read_videos
+
+    names = list(studies) if studies else [None]
+    frames = [read_results(results_dir, name) for name in names]
+    results = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+    ids = set(results["result_id"].to_list())
+    videos = [read_videos(results_dir, name, result_ids=ids) for name in names]
+    return results, pl.concat(videos, how="vertical") if len(videos) > 1 else videos[0]
 
 
 Figures = dict[str, list[tuple[str, str, bytes]]]
@@ -132,9 +148,10 @@ def write_paper_tables(
     formats: Sequence[str] = FORMATS,
     meta: ReportMeta,
     runs_dir: Path = Path("runs"),
+    videos: pl.DataFrame | None = None,
 ) -> ReportOutcome:
     """Build, draw, render and write the paper tables of ``specs``; returns what was written."""
-    tables, figures = render_figures(build_tables(specs, results), specs, results, runs_dir)
+    tables, figures = render_figures(build_tables(specs, results, videos), specs, results, runs_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -174,10 +191,19 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def report_meta(command: str, results_dir: Path, git_sha: str, now: datetime | None = None) -> ReportMeta:
-    """The provenance line of a report made now from ``results_dir``."""
-    files = sum(1 for p in Path(results_dir).glob("*/*.parquet") if not p.name.startswith("."))
+def report_meta(
+    command: str, results_dir: Path, git_sha: str, now: datetime | None = None, code_version: str = ""
+) -> ReportMeta:
+    """The provenance line of a report made now from ``results_dir`` (version-1 and -2 files)."""
+    root = Path(results_dir)
+    found = [*root.glob("*/*.parquet"), *root.glob("*/*/*.parquet")]
+    files = sum(1 for p in found if not p.name.startswith("."))
     stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
     return ReportMeta(
-        command=command, results_dir=str(results_dir), result_files=files, generated_at=stamp, git_sha=git_sha
+        command=command,
+        results_dir=str(results_dir),
+        result_files=files,
+        generated_at=stamp,
+        git_sha=git_sha,
+        code_version=code_version,
     )
