@@ -274,6 +274,8 @@ def predict_task(
             rows, scores.predicate[:, cols], names, objects, cfg.eval.predicates_per_pair,
             segmentation=cfg.eval.segmentation,
         )  # fmt: skip
+        if split == "novel" and vocab.by_category:  # novel triplets before the top-K cut, not after
+            seg = [r for r in seg if vocab.is_novel(r.triplet)]
         out[split] = video_relations(seg, list(data.gt), cfg.eval.top_k, **association_options(cfg))
     return out
 
