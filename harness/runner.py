@@ -225,7 +225,9 @@ def run_studies(
     specs = [s if isinstance(s, StudySpec) else load_study(s) for s in studies]
     _check_distinct_names(specs)
     files = {
-        spec.name: Path(s).resolve() for spec, s in zip(specs, studies, strict=True) if not isinstance(s, StudySpec)
+        spec.name: Path(s).resolve()
+        for spec, s in zip(specs, studies, strict=True)
+        if not isinstance(s, StudySpec)
     }
     options = _absolute(options)
     plans = [plan_study(spec, options) for spec in specs]
@@ -334,8 +336,7 @@ def _absolute(options: RunOptions) -> RunOptions:
 
 
 def _prepare_tracking(spec: StudySpec, options: RunOptions, study_file: Path | None) -> RecordingContext:
-    """The MLflow store and the study's experiment; stale RUNNING runs of the study closed; this
-    invocation's parent run opened."""
+    """The MLflow store and the study's experiment; stale RUNNING runs of the study closed."""
     ctx = recording_context(
         options.run_dir,
         options.results_dir,
@@ -346,7 +347,6 @@ def _prepare_tracking(spec: StudySpec, options: RunOptions, study_file: Path | N
         study_file=study_file,
     )
     ctx.tracker.mark_stale_runs_killed(ctx.experiment_id)
-    open_study_run(ctx, spec.name)
     return ctx
 
 
@@ -378,6 +378,8 @@ def _schedule(
             options.address, num_cpus=options.num_cpus, num_gpus=options.num_gpus
         ) as cluster:
             contexts = pending.result()
+            for name, ctx in contexts.items():  # opened once Ray is up: a failed start leaves none open
+                open_study_run(ctx, name)
             listener = _Listener(trials, contexts, events)
             interrupted = True
             try:

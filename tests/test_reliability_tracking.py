@@ -159,6 +159,19 @@ def test_tune_with_the_server_stopped_mid_search_finishes_its_trials(
     assert kept["0"].info.status == "FINISHED" and kept["0"].data.tags["optuna_state"] == "COMPLETE"
     assert kept["0"].data.metrics["objective"] == pytest.approx(trials[0].value)
     assert kept["1"].info.status == "RUNNING"  # its end could not be logged: reported, not hidden
+    # a search records like `harness run`: a parent run, MLflow's source tags, config, study file, dataset
+    first = kept["0"]
+    parent = stored.client.get_run(first.data.tags["mlflow.parentRunId"])
+    assert parent.info.run_name.startswith("tunedown · ") and parent.data.tags["harness.role"] == "study"
+    assert first.info.run_name == "t0 · tunedown" and first.data.tags["mlflow.source.name"] == "harness tune"
+    assert first.data.tags["mlflow.source.git.commit"] == parent.data.tags["mlflow.source.git.commit"]
+    assert {"config.json", "tunedown.yaml", "trial.log"} <= {
+        a.path for a in stored.client.list_artifacts(first.info.run_id)
+    }
+    assert [d.dataset.digest for d in first.inputs.dataset_inputs] == ["d"]
+    assert "stage" not in first.data.metrics and [
+        m.step for m in stored.metric_history(first.info.run_id, "val/predcls_all_map")
+    ] == [0, 1]
 
 
 def test_server_down_from_the_start_runs_untracked(
