@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "validate",
     "run",
     "report",
+    "compare",
     "tune",
     "extract",
     "teacher",
