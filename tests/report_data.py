@@ -11,8 +11,8 @@ from pathlib import Path
 
 from harness.report.fmt import ReportMeta
 from harness.results import MetricRow, ResultRows, TrialRecord, write_result
-from sage_model.records import VideoScore
 from harness.spec import StudySpec, load_study
+from sage_model.records import VideoScore
 
 SWEEP_YAML = """\
 name: toy_sweep
