@@ -263,7 +263,8 @@ class StudySpec(StudyModel):
             if unknown:
                 raise ValueError(f"table.reference: rows {unknown} are not variants (variants: {names})")
             if self.table.baseline is not None and self.table.baseline not in names:
-                raise ValueError(f"table.baseline: '{self.table.baseline}' is not a variant (variants: {names})")
+                baseline = self.table.baseline
+                raise ValueError(f"table.baseline: '{baseline}' is not a variant (variants: {names})")
         if len(set(self.datasets)) != len(self.datasets):
             raise ValueError(f"datasets: duplicates in {self.datasets}")
         return self

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from harness.report.fmt import ReportMeta
 from harness.results import MetricRow, ResultRows, TrialRecord, write_result
-from sage_model.records import VideoScore
 from harness.spec import StudySpec, load_study
+from sage_model.records import VideoScore
 
 SWEEP_YAML = """\
 name: toy_sweep
@@ -122,6 +122,7 @@ def write_trial(
     device: str = "cpu",
     dataset: str = "vidvrd",
     videos: bool = True,
+    git_sha: str = "f" * 40,
 ) -> Path:
     """One trial's result file, as ``harness.trial`` would write it (``videos``: with per-video rows)."""
     trial_id = f"{study}-{variant.lower().replace('-', '_')}-{dataset}-s{seed}-v{version}-{finished_at[:10]}"
@@ -134,7 +135,7 @@ def write_trial(
         seed=seed,
         config_hash="0" * 64,
         config_json="{}",
-        git_sha="f" * 40,
+        git_sha=git_sha,
         git_dirty=False,
         packages={"python": "3.11"},
         hardware="test machine",

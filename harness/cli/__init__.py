@@ -9,6 +9,7 @@ start-up, never a silently absent command. User errors become their message and 
 from __future__ import annotations
 
 from harness.cli import (  # noqa: F401  (imported for their @app.command registrations)
+    compare,
     data,
     evaluate,
     extract,

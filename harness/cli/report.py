@@ -20,7 +20,11 @@ def report(
     paper_tables: bool = typer.Option(
         False, "--paper-tables", help="Paper vs ours, table by table (the only report so far)."
     ),
-    formats: str = typer.Option("md,html", "--format", help="Comma-separated output formats: md, html."),
+    formats: str = typer.Option(
+        "md,html",
+        "--format",
+        help="Comma-separated output formats: md, html, csv (every cell), tex (booktabs).",
+    ),
     out: Path = typer.Option(Path("reports"), "--out", help="Folder the reports and plots are written to."),
     results: Path = typer.Option(
         Path("results"), "--results-dir", help="Parquet results of `harness run` (its --results-dir)."

@@ -105,6 +105,11 @@ def difference(diff: Difference | None) -> str:
     return MISSING if diff is None else f"{diff.value:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
 
 
+def paired_size(diff: Difference | None) -> str:
+    """``2×24``: the seeds and test videos a paired difference rests on."""
+    return MISSING if diff is None else f"{diff.n_seeds}×{diff.n_videos}"
+
+
 def p_value(p: float | None) -> str:
     if p is None or p != p:
         return MISSING

@@ -24,7 +24,7 @@ from harness.report.stats import (
     cell_estimates,
     holm,
     min_detectable,
-    paired_differences,
+    pair_differences,
     video_weights,
 )
 
@@ -78,36 +78,84 @@ def table_intervals(
     baseline: str | None,
 ) -> TableIntervals:
     """Intervals and baseline differences of one table's kept trials (``kept``: metric rows)."""
+    mine, without = _own_videos(kept, videos)
+    pairs = [] if baseline is None else [(v, baseline) for v in variants if v != baseline]
+    return _intervals(mine, without, list(variants), datasets, seeds, columns, pairs)
+
+
+def compare_intervals(
+    kept_a: pl.DataFrame,
+    videos_a: pl.DataFrame,
+    kept_b: pl.DataFrame,
+    videos_b: pl.DataFrame,
+    *,
+    variants: Sequence[str],
+    datasets: Sequence[str],
+    seeds: Sequence[int],
+    columns: Sequence[Column],
+) -> TableIntervals:
+    """B minus A for every variant (``harness compare``), paired over the seeds and videos both
+    have; ``cells`` holds A's and B's intervals under ``A:<variant>`` / ``B:<variant>``."""
+    mine_a, without_a = _own_videos(kept_a, videos_a)
+    mine_b, without_b = _own_videos(kept_b, videos_b)
+    sides = [
+        frame.with_columns((pl.lit(f"{side}:") + pl.col("variant")).alias("variant"))
+        for side, frame in (("A", mine_a), ("B", mine_b))
+        if not frame.is_empty()
+    ]
+    mine = pl.concat(sides, how="vertical") if sides else pl.DataFrame()
+    rows = [f"{side}:{v}" for side in ("A", "B") for v in variants]
+    pairs = [(f"B:{v}", f"A:{v}") for v in variants]
+    found = _intervals(mine, without_a + without_b, rows, datasets, seeds, columns, pairs)
+    diffs = {(variant.removeprefix("B:"), d, c): diff for (variant, d, c), diff in found.diffs.items()}
+    return replace(found, diffs=diffs)
+
+
+def _own_videos(kept: pl.DataFrame, videos: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """The per-video rows of exactly the kept results, and how many kept results have none."""
     ids = set(kept["result_id"].to_list()) if not kept.is_empty() else set()
     if videos.is_empty():
-        return TableIntervals({}, {}, (), len(ids))
+        return videos, len(ids)
     mine = videos.filter(pl.col("result_id").is_in(list(ids)))
-    without = len(ids - set(mine["result_id"].to_list()))
+    return mine, len(ids - set(mine["result_id"].to_list()))
+
+
+def _intervals(
+    mine: pl.DataFrame,
+    without: int,
+    rows: list[str],
+    datasets: Sequence[str],
+    seeds: Sequence[int],
+    columns: Sequence[Column],
+    pairs: Sequence[tuple[str, str]],
+) -> TableIntervals:
+    """Cells of ``rows`` and differences ``a - b`` for ``pairs``, keyed by (row a, dataset, column)."""
     cells: dict[CellKey, Estimate] = {}
     diffs: dict[CellKey, Difference] = {}
     resolution: list[Resolution] = []
     wanted = [c for c in columns if c.metric in VIDEO_PARTS]
-    for dataset in datasets:
+    index = {name: i for i, name in enumerate(rows)}
+    for dataset in datasets if not mine.is_empty() else ():
         for (task, split), group in _by_task_split(wanted).items():
             sub = mine.filter(
                 (pl.col("dataset") == dataset) & (pl.col("task") == task) & (pl.col("split") == split)
             )
             if sub.is_empty():
                 continue
-            layout = _Layout.of(sub, variants, seeds)
+            layout = _Layout.of(sub, rows, seeds)
             weights = video_weights(layout.n_videos)
             for col in group:
                 data = layout.column(sub, col.metric)
-                for variant, est in zip(variants, cell_estimates(data, weights), strict=True):
+                for name, est in zip(rows, cell_estimates(data, weights), strict=True):
                     if est is not None:
-                        cells[(variant, dataset, col.name)] = est
-                if baseline is None:
+                        cells[(name, dataset, col.name)] = est
+                if not pairs:
                     continue
-                found = paired_differences(data, list(variants).index(baseline), weights)
-                for variant, diff in zip(variants, found, strict=True):
+                found = pair_differences(data, [(index[a], index[b]) for a, b in pairs], weights)
+                usable = [d for d in found.values() if d is not None]
+                for (a, _), diff in zip(pairs, found.values(), strict=True):
                     if diff is not None:
-                        diffs[(variant, dataset, col.name)] = diff
-                usable = [d for d in found if d is not None]
+                        diffs[(a, dataset, col.name)] = diff
                 resolution.append(
                     Resolution(
                         dataset,

@@ -6,6 +6,7 @@ The only module of the report package that touches the file system. It builds th
     <out>/paper_tables.md, <out>/paper_tables.html    every requested table in one document
     <out>/<study>.md, <out>/<study>.html               one table each
     <out>/plots/<study>-<kind>.png                     the figures the Markdown links to
+    <out>/paper_tables.csv, <out>/paper_tables.tex     every cell as data; booktabs tables (--format)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
+from harness.report import export
 from harness.report import plots as plotting
 from harness.report.fmt import ReportMeta
 from harness.report.render_html import render_html
@@ -29,7 +31,7 @@ from harness.spec import StudySpec
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("md", "html")
+FORMATS = ("md", "html", "csv", "tex")
 INDEX_NAME = "paper_tables"
 
 _STUDY_RE = re.compile(r"^(table|fig)(\d+)_")
@@ -145,7 +147,7 @@ def write_paper_tables(
     results: pl.DataFrame,
     out_dir: Path,
     *,
-    formats: Sequence[str] = FORMATS,
+    formats: Sequence[str] = ("md", "html"),
     meta: ReportMeta,
     runs_dir: Path = Path("runs"),
     videos: pl.DataFrame | None = None,
@@ -167,6 +169,10 @@ def write_paper_tables(
         if "html" in formats:
             images = {t.study: [(cap, png) for _, cap, png in figures[t.study]] for t in subset}
             written.append(_write(out_dir / f"{name}.html", render_html(subset, meta, images)))
+    if "csv" in formats:
+        written.append(_write(out_dir / f"{INDEX_NAME}.csv", export.render_csv(tables)))
+    if "tex" in formats:
+        written.append(_write(out_dir / f"{INDEX_NAME}.tex", export.render_tex(tables, meta)))
     failures = tuple(f for t in tables for f in t.check_failures())
     return ReportOutcome(tables=tuple(tables), files=tuple(written), failures=failures)
 

@@ -213,7 +213,16 @@ def _differences(table: PaperTable) -> str:
     if table.baseline is None or not pairs:
         return ""
     multi = len(table.datasets) > 1
-    header = ["variant", "column", "paper", "ours [95% interval]", "p", "p (Holm)", "sig."]
+    header = [
+        "variant",
+        "column",
+        "paper",
+        "ours [95% interval]",
+        "paired seeds×videos",
+        "p",
+        "p (Holm)",
+        "sig.",
+    ]
     rows: list[Row] = []
     for row, cell in pairs:
         diff = cell.vs_baseline
@@ -223,6 +232,7 @@ def _differences(table: PaperTable) -> str:
                 escape(cell.column),
                 fmt.signed(cell.paper_gap),
                 escape(fmt.difference(diff)),
+                escape(fmt.paired_size(diff)),
                 escape(fmt.p_value(diff.p_value if diff else None)),
                 escape(fmt.p_value(diff.p_holm if diff else None)),
                 (
@@ -235,7 +245,7 @@ def _differences(table: PaperTable) -> str:
     title = f"<h3>Differences to {escape(table.baseline)} <small>(row minus {escape(table.baseline)}; paired)</small></h3>"
     return (
         title
-        + html_table(header, rows, list("llrrrrc"))
+        + html_table(header, rows, list("llrrrrrc"))
         + (f'<p class="facts">{escape(resolution)}</p>' if resolution else "")
     )
 

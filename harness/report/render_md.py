@@ -126,13 +126,23 @@ def _differences(table: PaperTable) -> list[str]:
     if table.baseline is None or not pairs:
         return []
     multi = len(table.datasets) > 1
-    header = ["variant", "column", "paper", "ours [95% interval]", "p", "p (Holm)", "sig."]
+    header = [
+        "variant",
+        "column",
+        "paper",
+        "ours [95% interval]",
+        "paired seeds×videos",
+        "p",
+        "p (Holm)",
+        "sig.",
+    ]
     rows = [
         [
             row.variant + (f" ({row.dataset})" if multi else ""),
             cell.column,
             fmt.signed(cell.paper_gap),
             fmt.difference(cell.vs_baseline),
+            fmt.paired_size(cell.vs_baseline),
             fmt.p_value(cell.vs_baseline.p_value if cell.vs_baseline else None),
             fmt.p_value(cell.vs_baseline.p_holm if cell.vs_baseline else None),
             fmt.sig_mark(cell.vs_baseline) or ("no" if cell.vs_baseline else fmt.MISSING),
@@ -142,7 +152,7 @@ def _differences(table: PaperTable) -> list[str]:
     title = (
         f"**Differences to {table.baseline}** (row minus {table.baseline}; paired over seeds and test videos)"
     )
-    lines = [title, "", *md_table(header, rows, list("llrrrrc"))]
+    lines = [title, "", *md_table(header, rows, list("llrrrrrc"))]
     resolution = fmt.resolution_line(table)
     return lines + ([resolution, ""] if resolution else [])
 

@@ -276,25 +276,31 @@ def cell_estimates(data: ColumnData, weights: np.ndarray) -> list[Estimate | Non
 
 
 def paired_differences(data: ColumnData, baseline: int, weights: np.ndarray) -> list[Difference | None]:
-    """Every row minus row ``baseline`` (None for the baseline itself and rows without parts).
+    """Every row minus row ``baseline`` (None for the baseline itself and rows without parts)."""
+    rows = range(data.num.shape[0])
+    found = pair_differences(data, [(k, baseline) for k in rows if k != baseline], weights)
+    return [None if k == baseline else found[(k, baseline)] for k in rows]
+
+
+def pair_differences(
+    data: ColumnData, pairs: Sequence[tuple[int, int]], weights: np.ndarray
+) -> dict[tuple[int, int], Difference | None]:
+    """Row a minus row b for each (a, b) in ``pairs``, paired over the seeds and videos both have.
 
     The seed part is the between-seed variance of the differences themselves, pooled over the
-    column's comparisons: it holds whatever training noise the two rows do not share (all of it
-    for independent runs, none for a deterministic rerun of the same seed in ``harness compare``).
+    pairs: it holds whatever training noise the two rows do not share (all of it for independent
+    runs, none for a deterministic rerun of the same seed in ``harness compare``).
     """
     rows = _cell_rows(data, weights)
-    parts = [
-        None if k == baseline else _difference_parts(rows, data, k, baseline, weights)
-        for k in range(len(rows))
-    ]
-    pool = SeedPool.of([p for p in parts if p is not None])
-    out: list[Difference | None] = []
-    for part in parts:
+    parts = {pair: _difference_parts(rows, data, pair[0], pair[1], weights) for pair in pairs}
+    pool = SeedPool.of([p for p in parts.values() if p is not None])
+    out: dict[tuple[int, int], Difference | None] = {}
+    for pair, part in parts.items():
         if part is None:
-            out.append(None)
+            out[pair] = None
             continue
         se, dof, seed_in = _se_dof(part, pool)
-        out.append(_difference(part, se, dof, seed_in))
+        out[pair] = _difference(part, se, dof, seed_in)
     return out
 
 
