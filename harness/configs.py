@@ -95,11 +95,12 @@ def resolve_trial(
     *,
     smoke: bool = False,
     schedule_name: str = "default",
+    search: Mapping[str, Any] | None = None,
 ) -> TrialSpec:
     """The resolved config and identity of one trial; :class:`OverrideError` names the bad layer.
 
     Layer names in errors: ``base``, ``env``, ``schedule``, ``--set``, ``variant``, ``dataset/seed``
-    and ``smoke``.
+    and ``smoke``; ``search`` (last: what `harness tune` forces and the values it searches).
     """
     ordered: list[tuple[str, Mapping[str, Any]]] = [
         ("base", layers.base),
@@ -109,6 +110,7 @@ def resolve_trial(
         ("variant", variant_overrides),
         ("dataset/seed", {"data.dataset": dataset, "seed": seed}),
         ("smoke", SMOKE_OVERRIDES if smoke else {}),
+        ("search", search or {}),
     ]
     config = ExperimentConfig()
     for layer, overrides in ordered:

@@ -54,7 +54,6 @@ from harness.spec import (
     StudySpec,
     TrialSpec,
     TuneSpec,
-    apply_overrides,
     config_hash,
     field_annotation,
     load_study,
@@ -176,16 +175,20 @@ def require_tune(spec: StudySpec) -> TuneSpec:
     return spec.tune
 
 
-def tuning_base(spec: StudySpec, env_overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """The config every trial starts from: the study's first variant, dataset and seed resolved
-    with the machine's data/weights (:func:`harness.configs.resolve_trial`), then
-    :data:`TUNING_OVERRIDES`."""
+def search_trial(spec: StudySpec, layers: ConfigLayers, number: int, params: dict[str, Any]) -> TrialSpec:
+    """Search trial ``number``: the study's first variant, dataset and seed resolved through
+    :func:`harness.configs.resolve_trial` with :data:`TUNING_OVERRIDES` and the searched values
+    as its last layer (the one config path of `run` and `tune`)."""
     first = spec.variants[0]
-    layers = ConfigLayers(base=spec.base, env=env_overrides or {})
-    trial = resolve_trial(
-        spec.name, spec.version, first.name, first.overrides, spec.datasets[0], spec.seeds[0], layers
-    )
-    config = apply_overrides(trial.config, TUNING_OVERRIDES)
+    return resolve_trial(
+        spec.name, spec.version, f"t{number}", first.overrides, spec.datasets[0], spec.seeds[0], layers,
+        search={**TUNING_OVERRIDES, **params},
+    )  # fmt: skip
+
+
+def tuning_base(spec: StudySpec, env_overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """The config every trial starts from: :func:`search_trial` before any value is searched."""
+    config = search_trial(spec, ConfigLayers(base=spec.base, env=env_overrides or {}), 0, {}).config
     if config.train.val_fraction <= 0:
         raise ValueError("train.val_fraction: must be > 0 for tuning (the objective is a validation metric)")
     return config
@@ -290,13 +293,13 @@ class _Search:
         self,
         spec: StudySpec,
         study: optuna.Study,
-        base: ExperimentConfig,
+        layers: ConfigLayers,
         budget: int,
         ctx: RecordingContext,
         experiment_fn: ExperimentFn | None,
         say: Callable[[str], None],
     ) -> None:
-        self.spec, self.tune, self.study, self.base = spec, require_tune(spec), study, base
+        self.spec, self.tune, self.study, self.layers = spec, require_tune(spec), study, layers
         self.budget, self.ctx, self.experiment_fn, self.say = budget, ctx, experiment_fn, say
         self.space = distributions(self.tune)
         self.live: dict[int, _Live] = {}
@@ -308,13 +311,8 @@ class _Search:
         if len(self.live) >= self.budget:
             return None
         ot = self.study.ask(self.space)
-        config = apply_overrides(self.base, ot.params)
-        digest = config_hash(config)
-        trial_id = f"{self.spec.name}-t{ot.number:04d}-{digest[:10]}"
-        spec = TrialSpec(
-            study=self.spec.name, study_version=self.spec.version, variant=f"t{ot.number}",
-            dataset=config.data.dataset, seed=config.seed, config=config, config_hash=digest, trial_id=trial_id,
-        )  # fmt: skip
+        spec = search_trial(self.spec, self.layers, ot.number, ot.params)
+        trial_id = spec.trial_id
         ot.set_user_attr("trial_id", trial_id)
         tags = {
             "optuna_trial": str(ot.number),
@@ -424,7 +422,8 @@ def tune_study(
         budget = max(0, target - complete - pruned)
         say(f"{spec.name}: {complete + pruned} of {target} trials finished; running {budget} more")
         ctx = _tracking(run_dir, spec, optuna_study, study if isinstance(study, str | Path) else None)
-        search = _Search(spec, optuna_study, base, budget, ctx, experiment_fn, say)
+        layers = ConfigLayers(base=spec.base, env=options.env_overrides())
+        search = _Search(spec, optuna_study, layers, budget, ctx, experiment_fn, say)
         interrupted = True
         try:
             if budget:
