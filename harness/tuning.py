@@ -426,7 +426,8 @@ def tune_study(
         search = _Search(spec, optuna_study, layers, budget, ctx, experiment_fn, say)
         interrupted = True
         try:
-            if budget:
+            if budget:  # the search's parent run: one per invocation that runs trials
+                open_study_run(ctx, spec.name)
                 _run(spec, search, options, run_dir, budget, say)
             interrupted = False
         finally:
@@ -451,8 +452,8 @@ def _tracking(
     run_dir: Path, spec: StudySpec, study: optuna.Study, study_file: str | Path | None
 ) -> RecordingContext:
     """The MLflow store and the ``<study>-tuning`` experiment, made before any trial starts;
-    runs a dead driver left RUNNING are closed as Optuna recorded their trials; the search's
-    parent run opened. Tracking failures are collected, as for `harness run`."""
+    runs a dead driver left RUNNING are closed as Optuna recorded their trials. Tracking
+    failures are collected, as for `harness run`."""
     ctx = recording_context(
         run_dir, tuning_dir(run_dir, spec.name), f"{spec.name}-tuning",
         f"Optuna search of {spec.name}: {spec.description}", source="harness tune",
@@ -460,7 +461,6 @@ def _tracking(
     )  # fmt: skip
     if ctx.experiment_id is not None:
         ctx.tracker.call("close stale runs", close_stale_runs, ctx.tracker.tracker, ctx.experiment_id, study)
-    open_study_run(ctx, spec.name)
     return ctx
 
 

@@ -122,40 +122,6 @@ def barrier_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any =
     return result_for(cfg, work_dir, on_epoch)
 
 
-TUNE_STUDY = """\
-name: {name}
-version: 1
-description: "reliability test search"
-base:
-  train.stage1_epochs: 1
-  train.stage2_epochs: 1
-  train.val_fraction: 0.25
-variants:
-  - name: full
-    overrides: {{}}
-seeds: [0]
-datasets: [vidvrd]
-resources: {{cpus: 1, gpus: 0}}
-tune:
-  space:
-    model.loss.alpha: {{low: 0.01, high: 10.0}}
-  objective: {{metric: val/predcls_all_map, direction: maximize}}
-  trials: {trials}
-  max_concurrent: 1
-  sampler_seed: 0
-  startup_trials: {trials}
-  pruner: none
-"""
-
-
-def write_tune_study(folder: Path, name: str, trials: int) -> Path:
-    """A search over ``model.loss.alpha`` that :func:`held_tune_experiment` answers at once."""
-    path = folder / f"{name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(TUNE_STUDY.format(name=name, trials=trials))
-    return path
-
-
 def held_tune_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
     """A tuning trial (no test metrics): two epochs of ``val/predcls_all_map = 10 * alpha``. The
     first trial of a search finishes at once; later ones wait while ``<tuning dir>/HOLD`` exists."""

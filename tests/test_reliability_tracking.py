@@ -31,8 +31,8 @@ from tests.reliability_support import (
     read_marks,
     wait_for,
     write_study,
-    write_tune_study,
 )
+from tests.tune_support import write_tune_study
 
 pytestmark = pytest.mark.slow  # real processes, Ray and MLflow servers: about a minute or more
 
@@ -117,7 +117,7 @@ def test_tune_with_the_server_stopped_mid_search_finishes_its_trials(
     after the first trial costs MLflow runs, never a trial of the search."""
     from harness.tuning import TuneOptions, open_existing, tune_study, tuning_dir
 
-    study = write_tune_study(tmp_path, "tunedown", trials=3)
+    study = write_tune_study(tmp_path, "tunedown", trials=3, pruner="none")
     runs = tmp_path / "runs"
     hold = tuning_dir(runs, "tunedown") / "HOLD"
     hold.parent.mkdir(parents=True)

@@ -21,53 +21,19 @@ from typing import Any
 import pytest
 
 from sage_model.records import EpochReport, ExperimentResult
+from tests.tune_support import LOSS_WEIGHTS, write_tune_study
 
 pytestmark = pytest.mark.slow
 
 # Ray workers import this module to unpickle `scripted_experiment`: keep top-level imports light.
 
-STUDY = """\
-name: {name}
-version: 1
-description: "tuning test"
-base:
-  train.stage1_epochs: {epochs}
-  train.stage2_epochs: {epochs}
-  train.val_fraction: 0.25
-  data.synthetic_videos: 4
-variants:
-  - name: full
-    overrides: {{}}
-seeds: [0]
-datasets: [vidvrd]
-resources: {{cpus: 1, gpus: 0}}
-tune:
-{space}
-  objective: {{metric: val/predcls_all_map, direction: maximize}}
-  trials: {trials}
-  max_concurrent: {concurrent}
-  sampler_seed: 0
-  startup_trials: {startup}
-  pruner: median
-"""
-
-LOSS_WEIGHTS = """\
-  space:
-    model.loss.alpha: {low: 0.01, high: 10.0}
-    model.loss.beta: {low: 0.01, high: 10.0}
-    model.loss.gamma: {low: 0.01, high: 10.0}"""
-
 
 def write_study(
     folder: Path, name: str, space: str, trials: int, concurrent: int, startup: int, epochs: int = 1
 ) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(
-        STUDY.format(
-            name=name, space=space, trials=trials, concurrent=concurrent, startup=startup, epochs=epochs
-        )
+    return write_tune_study(
+        folder, name, space=space, trials=trials, concurrent=concurrent, startup=startup, epochs=epochs
     )
-    return path
 
 
 def count_complete(db: Path) -> int:
@@ -81,13 +47,13 @@ def count_complete(db: Path) -> int:
         return 0
 
 
-def mlflow_runs(run_dir: Path, experiment: str) -> list[Any]:
+def mlflow_runs(run_dir: Path, experiment: str, *, trials_only: bool = False) -> list[Any]:
     from harness.tracking import Tracker
 
     tracker = Tracker(f"sqlite:///{run_dir.resolve()}/mlflow.db", run_dir)
     found = tracker.client.get_experiment_by_name(experiment)
     assert found is not None, f"no MLflow experiment {experiment}"
-    return tracker.runs(found.experiment_id)
+    return (tracker.trial_runs if trials_only else tracker.runs)(found.experiment_id)
 
 
 def test_killed_search_resumes_to_exactly_n_distinct_finished_trials(
@@ -232,7 +198,6 @@ def test_weak_trials_are_pruned_at_the_epoch_that_condemned_them(
             assert trial.state.name == "COMPLETE" and ran == EPOCHS
     tags = {
         r.data.tags["optuna_trial"]: r.data.tags.get("optuna_state")
-        for r in mlflow_runs(run_dir, "tune_prune-tuning")
-        if "optuna_trial" in r.data.tags  # the search's parent run has none
+        for r in mlflow_runs(run_dir, "tune_prune-tuning", trials_only=True)
     }
     assert {tags[str(t.number)] for t in pruned} == {"PRUNED"}
