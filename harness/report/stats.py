@@ -32,6 +32,7 @@ grid (see docs/report.md for the measured rates).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,6 +43,8 @@ from scipy.special import ndtr, ndtri, stdtr, stdtrit
 ALPHA = 0.05
 POWER = 0.8
 N_BOOTSTRAP = 2000
+SHARED_RHO = 0.5
+"""Correlation of two differences' seed noise when they share the baseline row (equal variances)."""
 BOOTSTRAP_SEED = 20260101
 """Fixed, so the same results always give the same report."""
 
@@ -107,9 +110,19 @@ class ColumnData:
 
 
 def video_weights(n_videos: int, n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
-    """(B, V) bootstrap counts: how often each video is drawn in each resample (rows sum to V)."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n_videos, np.full(n_videos, 1.0 / n_videos), size=n_boot).astype(np.float64)
+    """(B, V) float32 bootstrap counts: how often each video is drawn in each resample (rows sum
+    to V). The same for the same arguments (cached, read-only): every table of a report with the
+    same number of videos resamples alike, and the report is reproducible."""
+    return _video_weights(n_videos, n_boot, seed)
+
+
+@functools.lru_cache(maxsize=16)
+def _video_weights(n_videos: int, n_boot: int, seed: int) -> np.ndarray:
+    draws = np.random.default_rng(seed).integers(0, n_videos, size=(n_boot, n_videos))  # (B, V) video drawn
+    flat = (draws + n_videos * np.arange(n_boot)[:, None]).ravel()  # one bincount for all resamples
+    counts = np.bincount(flat, minlength=n_boot * n_videos).reshape(n_boot, n_videos).astype(np.float32)
+    counts.flags.writeable = False
+    return counts
 
 
 # --- the two variance parts --------------------------------------------------------------------
@@ -145,9 +158,17 @@ class _Parts:
 
 
 def _metric(weights: np.ndarray, num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """100 * (weights @ num) / (weights @ den), per seed: (..., V) x (S, V) -> (..., S)."""
+    """100 * (weights @ num) / (weights @ den), per seed: (..., V) x (S, V) -> (..., S) float64.
+
+    In the weights' precision: float32 for the resamples (half the time of float64, and 7 digits
+    are plenty for a variance), float64 for the observed value. ``einsum``, not ``@``: for these
+    skinny products (S is 1-3) OpenBLAS's threads cost 3-7x more CPU, worse on a busy machine.
+    """
+    num, den = num.astype(weights.dtype), den.astype(weights.dtype)
+    top = np.einsum("...v,sv->...s", weights, num).astype(np.float64)
+    bottom = np.einsum("...v,sv->...s", weights, den).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return 100.0 * (weights @ num.T) / (weights @ den.T)
+        return 100.0 * top / bottom
 
 
 @dataclass(frozen=True)
@@ -210,16 +231,23 @@ class SeedPool:
     """The column's pooled between-seed excess variance ``g`` and its degrees of freedom."""
 
     excess: float
-    dof: int
+    dof: float
 
     @classmethod
-    def of(cls, parts: Sequence[_Parts]) -> SeedPool:
+    def of(cls, parts: Sequence[_Parts], shared: bool = False) -> SeedPool:
+        """Pool ``parts``' seed excesses; ``shared``: they are differences to one common row.
+
+        Differences that share the baseline row share its seed noise, so their excesses are
+        correlated (rho = 1/2 between two of them when the rows' training noise is alike) and
+        pooling k of them is worth fewer degrees of freedom: ``dof / (1 + (k - 1) rho^2)``.
+        """
         usable = [p for p in parts if p.n_seeds >= 2]
         dof = sum(p.n_seeds - 1 for p in usable)
         if not dof:
             return cls(float("nan"), 0)
         pooled = sum((p.n_seeds - 1) * p.seed_excess() for p in usable) / dof
-        return cls(max(pooled, 0.0), dof)
+        effective = dof / (1 + (len(usable) - 1) * SHARED_RHO**2) if shared else float(dof)
+        return cls(max(pooled, 0.0), effective)
 
 
 def _se_dof(part: _Parts, pool: SeedPool) -> tuple[float, float, bool]:
@@ -293,7 +321,8 @@ def pair_differences(
     """
     rows = _cell_rows(data, weights)
     parts = {pair: _difference_parts(rows, data, pair[0], pair[1], weights) for pair in pairs}
-    pool = SeedPool.of([p for p in parts.values() if p is not None])
+    bases = [b for _, b in pairs]
+    pool = SeedPool.of([p for p in parts.values() if p is not None], shared=len(set(bases)) < len(bases))
     out: dict[tuple[int, int], Difference | None] = {}
     for pair, part in parts.items():
         if part is None:
@@ -318,12 +347,15 @@ def min_detectable(
     differences: Sequence[Difference | None], alpha: float = ALPHA, power: float = POWER
 ) -> float | None:
     """The smallest true difference these comparisons detect with ``power`` at ``alpha`` (two-sided,
-    before the Holm correction): ``(t_{1-alpha/2} + t_{power}) * SE`` at the median SE and dof."""
+    before the Holm correction): ``(t_{1-alpha/2} + t_{power}) * SE``, SE the root mean square of
+    the comparisons' standard errors, t at their harmonic-mean degrees of freedom (the fewest
+    dominate). Approximate: the standard errors are themselves estimates; the simulation in
+    tests/test_report_stats.py checks the power at this difference (docs/report.md)."""
     usable = [d for d in differences if d is not None and d.se > 0]
     if not usable:
         return None
-    se = float(np.median([d.se for d in usable]))
-    dof = float(np.median([d.dof for d in usable]))
+    se = float(np.sqrt(np.mean([d.se**2 for d in usable])))
+    dof = float(len(usable) / sum(1 / d.dof for d in usable))
     return (_t_quantile(dof, 1 - alpha / 2) + _t_quantile(dof, power)) * se
 
 
