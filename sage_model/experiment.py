@@ -443,7 +443,7 @@ def _build(
     teacher: TeacherStore | None,
 ) -> SageModel:
     preds, objs = model_vocabulary(train, test)
-    clip = build_clip(cfg.model.preset, cfg.model.clip_checkpoint)
+    clip = build_clip(cfg.model.preset, cfg.model.clip_checkpoint, cfg.model.clip_quick_gelu)
     return build_model(
         cfg.model,
         train,

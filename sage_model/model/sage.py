@@ -294,7 +294,7 @@ def build_model(
         vocab.objects
     ):
         raise ValueError("build_model: predicates/objects must start with the training vocabulary's classes")
-    clip = clip if clip is not None else build_clip(cfg.preset, cfg.clip_checkpoint)
+    clip = clip if clip is not None else build_clip(cfg.preset, cfg.clip_checkpoint, cfg.clip_quick_gelu)
     blocks = cfg.spatio_temporal.blocks or DEFAULT_BLOCKS[vocab.dataset]
     return SageModel(
         cfg,
