@@ -198,6 +198,21 @@ def build_vitb16_random(seed: int = 0) -> CLIP:
     return _frozen(model)
 
 
+def save_clip_checkpoint(model: CLIP, path: Path) -> Path:
+    """The weights of ``model`` as float16 (OpenAI's storage precision): ``.safetensors`` or, for any
+    other suffix, a ``torch.save`` state dict. For rehearsals with random weights; returns ``path``."""
+    state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
 def build_clip(preset: str, checkpoint: Path | None = None, quick_gelu: QuickGelu = "auto") -> CLIP:
     """The frozen CLIP of a model preset (``sage_tiny`` or ``sage_vitb16``)."""
     if preset == "sage_tiny":
@@ -242,8 +257,64 @@ def class_embeddings(model: CLIP, names: list[str], template: str = "{}") -> tor
 
 def model_fingerprint(model: CLIP) -> str:
     """Short content hash of the weights, recorded with features made from this model."""
+    return state_fingerprint(model.state_dict())
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """:func:`model_fingerprint` of the model a strict load of ``state`` gives (float32 bytes), so a
+    checkpoint's fingerprint needs no model built."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
+        digest.update(tensor.detach().flatten()[:1024].float().cpu().numpy().tobytes())  # first 4096 bytes
     return digest.hexdigest()[:16]
+
+
+def clip_identity(model: CLIP, preset: str, checkpoint: Path | None) -> dict[str, Any]:
+    """What features and teacher texts record as their ``feature_model`` (and models compare with)."""
+    return {
+        "name": preset,
+        "checkpoint": None if checkpoint is None else Path(checkpoint).name,
+        "fingerprint": model_fingerprint(model),
+        "embed_dim": int(model.text_projection.shape[-1]),
+        "quick_gelu": uses_quick_gelu(model),
+    }
+
+
+@lru_cache(maxsize=8)
+def _checkpoint_identity(path: Path, mtime_ns: int, size: int, quick_gelu: QuickGelu) -> dict[str, Any]:
+    weights = read_clip_checkpoint(path)
+    chosen = needs_quick_gelu(weights)[0] if quick_gelu == "auto" else bool(quick_gelu)
+    state = weights.state_dict
+    if "text_projection" not in state:
+        raise ValueError(f"model.clip_checkpoint: {path} has no 'text_projection': not a CLIP checkpoint")
+    return {
+        "name": "sage_vitb16",
+        "checkpoint": path.name,
+        "fingerprint": state_fingerprint(state),
+        "embed_dim": int(state["text_projection"].shape[-1]),
+        "quick_gelu": chosen,
+    }
+
+
+def preset_identity(
+    preset: str, checkpoint: Path | None = None, quick_gelu: QuickGelu = "auto"
+) -> dict[str, Any]:
+    """:func:`clip_identity` of ``build_clip(preset, checkpoint, quick_gelu)``, read from the checkpoint
+    file without building ViT-B/16 (cached per file and modification time)."""
+    if preset == "sage_tiny":
+        return dict(_tiny_identity())
+    if preset != "sage_vitb16":
+        raise ValueError(f"model.preset: unknown preset {preset!r}; valid: sage_tiny, sage_vitb16")
+    if checkpoint is None:
+        build_vitb16_clip(None)  # raises the error that names the missing checkpoint
+    path = Path(checkpoint).resolve()  # type: ignore[arg-type]
+    if not path.is_file():
+        raise FileNotFoundError(f"model.clip_checkpoint: {path} does not exist or is not a file")
+    stat = path.stat()
+    return dict(_checkpoint_identity(path, stat.st_mtime_ns, stat.st_size, quick_gelu))
+
+
+@lru_cache(maxsize=1)
+def _tiny_identity() -> dict[str, Any]:
+    return clip_identity(build_tiny_clip(), "sage_tiny", None)
