@@ -147,7 +147,14 @@ class ModelConfig(Spec):
         "sage_tiny", description="sage_tiny: random tiny CLIP (CPU/CI); sage_vitb16: the paper's CLIP ViT-B/16."
     )
     clip_checkpoint: Path | None = Field(
-        None, description="Local open_clip checkpoint for sage_vitb16 (never downloaded)."
+        None,
+        description="Local CLIP ViT-B/16 checkpoint for sage_vitb16 (OpenAI TorchScript .pt, open_clip state dict "
+        ".pt/.bin, or .safetensors; never downloaded).",
+    )
+    clip_quick_gelu: bool | Literal["auto"] = Field(
+        "auto",
+        description="QuickGELU in the CLIP towers: auto = only for weights trained with it (OpenAI's archive or "
+        "keys, a path naming a QuickGELU release); true/false to say so for a re-saved state dict.",
     )
     hidden_dim: int | None = Field(None, ge=8, description="Visual token width; None = CLIP embed dim.")
     class_template: str = Field(

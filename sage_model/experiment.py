@@ -28,13 +28,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from sage_model.analysis import STABILITY_FILE, classifier_features_under_noise, pick_classes, save_stability
-from sage_model.clip import build_clip
+from sage_model.clip import build_clip, clip_identity
+from sage_model.compat import check_clip_matches
 from sage_model.config import ExperimentConfig
 from sage_model.data import DatasetRoot, FeatureStore, PairDataset, TeacherStore, split_videos
 from sage_model.data.selection import training_rows
@@ -401,7 +402,8 @@ def run_experiment(
     if len(train_set) == 0:
         raise ValueError(f"{store.path}: no training pairs in the {len(train_ids)} training videos")
 
-    model = _build(cfg, train_vocab, test_vocab, store, teacher)
+    model, clip_id = _build(cfg, train_vocab, test_vocab, store, teacher)
+    check_clip_matches(clip_id, store, teacher, field="data.root")
     validate = None
     if cfg.eval.every_epoch and val_ids:
         val = eval_data(train_root, cfg, "train", "gt", val_ids)
@@ -436,6 +438,8 @@ def run_experiment(
         if tracks not in loaded:
             loaded[tracks] = eval_data(test_root, cfg, "test", tracks, test_ids)
         data = loaded[tracks]
+        where = "data.root" if test_root is train_root else "data.test_root"
+        check_clip_matches(clip_id, data.store, data.teacher, field=where)
         hashes.append(data.store.content_hash)
         if data.teacher is not None:
             teacher_hashes.append(data.teacher.content_hash)
@@ -516,9 +520,11 @@ def _build(
     test: Vocabulary,
     store: FeatureStore,
     teacher: TeacherStore | None,
-) -> SageModel:
+) -> tuple[SageModel, dict[str, Any]]:
+    """The model and the identity of its CLIP (what the stores are checked against)."""
     preds, objs = model_vocabulary(train, test)
-    clip = build_clip(cfg.model.preset, cfg.model.clip_checkpoint)
+    clip = build_clip(cfg.model.preset, cfg.model.clip_checkpoint, cfg.model.clip_quick_gelu)
+    identity = clip_identity(clip, cfg.model.preset, cfg.model.clip_checkpoint)
     return build_model(
         cfg.model,
         train,
@@ -528,7 +534,7 @@ def _build(
         clip=clip,
         predicates=preds,
         objects=objs,
-    )
+    ), identity
 
 
 def _speed_metrics(model: SageModel, data: EvalData, task: str, seconds: float) -> list[Metric]:

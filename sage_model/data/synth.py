@@ -43,6 +43,7 @@ from sage_model.data.annotations import (
 from sage_model.data.dataset import SOURCES, SPLITS
 from sage_model.data.samples import PairSamples, plan_pair_samples, relations_by_pair
 from sage_model.data.segments import segment_count
+from sage_model.data.shapes import VideoShape, checkpoint_directions, feature_model_record, video_shape
 from sage_model.data.store import write_feature_store, write_teacher_store
 from sage_model.data.tracks import Track, contiguous_runs, load_ovmmp_tracks, write_ovmmp_tracks
 from sage_model.data.vocab import Vocabulary, load_vocabulary
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 GENERATOR = "sage-synthetic"
 GENERATOR_VERSION = 1
+DEFAULT_SHAPE = VideoShape()
 NOVEL_PREDICATE_RATE = 0.2
 NOVEL_OBJECT_RATE = 0.2
 RELATION_RATE = 0.7
@@ -85,8 +87,15 @@ class SynthSpec:
     videos: int
     seed: int
     feature_dim: int = 64
+    #: sizes (sage_model.data.shapes): "default" or "paper" (VidVRD's lengths, objects, 4:1 splits)
+    shape: str = "default"
+    #: CLIP checkpoint whose text tower gives the class semantics and whose identity the root records
+    clip_checkpoint: str | None = None
 
     def settings(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"shape": self.shape} if self.shape != "default" else {}
+        if self.clip_checkpoint is not None:
+            extra["clip_checkpoint"] = self.clip_checkpoint
         return {
             "generator": GENERATOR,
             "version": GENERATOR_VERSION,
@@ -94,6 +103,7 @@ class SynthSpec:
             "videos_per_split": self.videos,
             "seed": self.seed,
             "feature_dim": self.feature_dim,
+            **extra,
         }
 
 
@@ -120,16 +130,29 @@ class Semantics:
     predicates: np.ndarray  # (P, D) E_pred
     mixing: np.ndarray  # (D, D) orthogonal Q, visual = semantic @ Q
     fingerprint: str
+    clip: dict[str, Any] | None = None  # identity of the checkpoint behind E_obj / E_pred (None: tiny)
 
 
-def class_semantics(vocab: Vocabulary, feature_dim: int, seed: int) -> Semantics:
+def class_semantics(
+    vocab: Vocabulary, feature_dim: int, seed: int, clip_checkpoint: str | None = None
+) -> Semantics:
     """E_obj / E_pred from the tiny CLIP's class-name embeddings, centred over the vocabulary.
 
     The raw tiny-CLIP embeddings of any two names have cosine 0.5-0.9; centring removes that
     common component so the directions separate the classes.
     """
-    objects, fingerprint = _tiny_directions(vocab.objects)
-    predicates, _ = _tiny_directions(vocab.predicates)
+    clip = None
+    if clip_checkpoint is None:
+        objects, fingerprint = _tiny_directions(vocab.objects)
+        predicates, _ = _tiny_directions(vocab.predicates)
+    else:  # shapes hook: the semantics of a given CLIP checkpoint
+        objects, clip = checkpoint_directions(vocab.objects, clip_checkpoint)
+        predicates, _ = checkpoint_directions(vocab.predicates, clip_checkpoint)
+        fingerprint = clip["fingerprint"]
+        if feature_dim != clip["embed_dim"]:
+            raise ValueError(
+                f"--feature-dim: {clip_checkpoint} embeds {clip['embed_dim']}-d, features must be as wide, got {feature_dim}"
+            )
     width = objects.shape[1]
     if feature_dim < width:
         raise ValueError(f"feature_dim: must be >= {width} (the tiny CLIP width), got {feature_dim}")
@@ -140,7 +163,7 @@ def class_semantics(vocab: Vocabulary, feature_dim: int, seed: int) -> Semantics
     mixing = np.linalg.qr(rng.standard_normal((feature_dim, feature_dim)))[0]
     f32 = np.float32  # features are stored as float16: float32 arithmetic halves the memory of big runs
     return Semantics(
-        (objects @ lift).astype(f32), (predicates @ lift).astype(f32), mixing.astype(f32), fingerprint
+        (objects @ lift).astype(f32), (predicates @ lift).astype(f32), mixing.astype(f32), fingerprint, clip
     )
 
 
@@ -303,12 +326,14 @@ def _video_id(dataset: str, split: str, index: int) -> tuple[str, str | None]:
     return f"9{_SPLIT_CODE[split]}{index:08d}", f"{9000 + index // 50:04d}"
 
 
-def generate_video(rng: np.random.Generator, vocab: Vocabulary, split: str, index: int) -> VideoAnnotation:
-    """One synthetic video annotation (official-format content)."""
-    annotated_len = 15 * int(rng.integers(6, 15))
+def generate_video(
+    rng: np.random.Generator, vocab: Vocabulary, split: str, index: int, shape: VideoShape = DEFAULT_SHAPE
+) -> VideoAnnotation:
+    """One synthetic video annotation (official-format content); ``shape`` sizes it."""
+    annotated_len = shape.annotated_length(rng)
     frame_count = annotated_len + (int(rng.integers(1, 15)) if rng.random() < 0.8 else 0)
     width, height = [(640, 360), (1280, 720), (640, 480)][int(rng.integers(0, 3))]
-    n_objects = int(rng.integers(2, 6))
+    n_objects = shape.object_count(rng)
     tid_values = (
         sorted(rng.choice(n_objects + 2, n_objects, replace=False).tolist())
         if rng.random() < 0.2
@@ -522,7 +547,14 @@ def teacher_features(
 
 
 def ensure_synthetic(
-    dataset: str, out_dir: Path | str, videos: int, seed: int, feature_dim: int = 64
+    dataset: str,
+    out_dir: Path | str,
+    videos: int,
+    seed: int,
+    feature_dim: int = 64,
+    *,
+    shape: str = "default",
+    clip_checkpoint: Path | None = None,
 ) -> Path:
     """The synthetic dataset root at ``out_dir``: reused when its ``dataset.json`` has the same settings,
     generated otherwise (into a temporary sibling folder, then renamed, so concurrent callers are safe).
@@ -532,7 +564,9 @@ def ensure_synthetic(
     load_vocabulary(dataset)
     if videos < 2:
         raise ValueError(f"data.synthetic_videos: need at least 2 videos per split, got {videos}")
-    spec = SynthSpec(dataset, videos, seed, feature_dim)
+    video_shape(shape)  # validates the name
+    checkpoint = None if clip_checkpoint is None else str(Path(clip_checkpoint).resolve())
+    spec = SynthSpec(dataset, videos, seed, feature_dim, shape, checkpoint)
     out_dir = Path(out_dir)
     if _matches(out_dir, spec):
         return out_dir
@@ -575,17 +609,13 @@ def generate_synthetic(spec: SynthSpec, root: Path | str) -> dict[str, Any]:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=False)
     vocab = load_vocabulary(spec.dataset)
-    sem = class_semantics(vocab, spec.feature_dim, spec.seed)
+    sem = class_semantics(vocab, spec.feature_dim, spec.seed, spec.clip_checkpoint)
     info: dict[str, Any] = {
         "dataset": spec.dataset,
         "synthetic": True,
         "note": "Generated data (docs/data.md); its numbers are not comparable to the paper's.",
         "generator": spec.settings(),
-        "feature_model": {
-            "name": "synthetic-mixing",
-            "class_semantics": "sage_tiny",
-            "fingerprint": sem.fingerprint,
-        },
+        "feature_model": feature_model_record(sem.fingerprint, sem.clip, root=True),
         "tracklet_frame_offset": 0,
         "sources": list(SOURCES),
         "teachers": sorted(TEACHERS),
@@ -603,11 +633,12 @@ def _generate_split(
     spec: SynthSpec, root: Path, split: str, vocab: Vocabulary, sem: Semantics, hashes: dict[str, str]
 ) -> dict[str, int]:
     rng = _rng(spec, split, "videos")
+    shape = video_shape(spec.shape)
     write_annotation_folder(
         root / "annotations",
         spec.dataset,
         split,
-        [generate_video(rng, vocab, split, i) for i in range(spec.videos)],
+        [generate_video(rng, vocab, split, i, shape) for i in range(shape.split_videos(spec.videos, split))],
     )
     videos = {v.video_id: v for v in load_annotation_folder(root / "annotations", spec.dataset, split)}
     det_rng = _rng(spec, split, "det")
@@ -640,7 +671,7 @@ def _generate_split(
         store_dir = root / "features" / split / source
         store = write_feature_store(
             store_dir, samples, visual, dataset=spec.dataset, split=split, source=source,
-            feature_model={"name": "synthetic-mixing", "fingerprint": sem.fingerprint},
+            feature_model=feature_model_record(sem.fingerprint, sem.clip, root=False),
             synthetic=True, settings=spec.settings(),
         )  # fmt: skip
         hashes[f"features/{split}/{source}"] = store.content_hash

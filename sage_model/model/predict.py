@@ -71,10 +71,11 @@ def score_pairs(
     model.eval()
     device = device or next(model.parameters()).device
     preds, subs, objs = [], [], []
+    predicates_on, objects_on = predicate_classes.to(device), object_classes.to(device)
     for start in range(0, len(dataset), batch_size):
         idx = np.arange(start, min(start + batch_size, len(dataset)))
         batch = {k: v.to(device) for k, v in dataset.get_batch(idx).items()}
-        out = model(batch, predicate_classes.to(device), object_classes.to(device))
+        out = model(batch, predicates_on, objects_on)
         prob = out.rel_logits.float().sigmoid() * out.int_logit.float().sigmoid().unsqueeze(-1)  # (B, C)
         preds.append(prob.cpu())
         subs.append(out.subject_logits.float().softmax(-1).cpu())

@@ -192,6 +192,11 @@ class SageModel(nn.Module):
             self._cache.clear()
         return self
 
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        """``.to()``/``.cuda()``/``.half()`` go through here: cached classifiers would stay behind."""
+        self._cache.clear()
+        return super()._apply(fn, recurse)
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
         self._cache.clear()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
@@ -243,8 +248,8 @@ class SageModel(nn.Module):
         """
         per_instance = self.stage == 2 and isinstance(self.prompt, ImageCondPrompt)
         cacheable = not per_instance and not self.training and not torch.is_grad_enabled()
-        key = (self.stage, tuple(classes.tolist()))
-        if cacheable and key in self._cache:
+        key = (self.stage, tuple(classes.tolist())) if cacheable else None  # tolist: a host sync
+        if key is not None and key in self._cache:
             return self._cache[key]
         if self.prompt is None:  # w/o CE: the hand-crafted template, in both stages
             text = self.handcrafted[classes]
@@ -258,7 +263,7 @@ class SageModel(nn.Module):
         if self.stage == 2 and self.text_adapter is not None:
             text = self.text_adapter(text)
         text = F.normalize(text.float(), dim=-1)
-        if cacheable:
+        if key is not None:
             self._cache[key] = text
         return text
 
@@ -340,7 +345,7 @@ def build_model(
         vocab.objects
     ):
         raise ValueError("build_model: predicates/objects must start with the training vocabulary's classes")
-    clip = clip if clip is not None else build_clip(cfg.preset, cfg.clip_checkpoint)
+    clip = clip if clip is not None else build_clip(cfg.preset, cfg.clip_checkpoint, cfg.clip_quick_gelu)
     blocks = cfg.spatio_temporal.blocks or DEFAULT_BLOCKS[vocab.dataset]
     return SageModel(
         cfg,
