@@ -217,7 +217,8 @@ def _differences(table: PaperTable) -> str:
         for text, significant in found
     ]
     resolution = fmt.resolution_line(table)
-    title = f"<h3>Differences to {escape(table.baseline)} <small>(row minus {escape(table.baseline)}; paired)</small></h3>"
+    baseline = escape(table.baseline or "")  # difference_rows is empty without a baseline
+    title = f"<h3>Differences to {baseline} <small>(row minus {baseline}; paired)</small></h3>"
     return (
         title
         + html_table(header, rows, list("llrrrrrc"))
