@@ -173,7 +173,7 @@ def test_tex_is_a_booktabs_table_per_study_with_marks(toy, tmp_path):
     assert tex.count(r"\toprule") == 2 and tex.count(r"\bottomrule") == 2
     assert r"\label{tab:toy\_sweep}" in tex
     # mean, half the 95% interval, the paper's value beneath
-    assert r"\shortstack[r]{38.00$\pm$7.04\\ \scriptsize(38.00)}" in tex
+    assert r"\shortstack[r]{38.00$\pm$7.16\\ \scriptsize(38.00)}" in tex
     assert "Synthetic data: not comparable to the paper." in tex
 
 
