@@ -188,7 +188,8 @@ class DataConfig(Spec):
     synthetic_seed: int = Field(0, ge=0, description="Seed of the embedded synthetic dataset.")
     max_train_videos: int | None = Field(None, ge=1, description="Cap on training videos (smoke runs).")
     max_test_videos: int | None = Field(
-        None, ge=1, description="Score only the first N test videos (by id): smoke runs, quick looks."
+        None, ge=1, description="Score only the first N test videos (by id), and validate on at most N held-out "
+        "training videos: smoke runs, quick looks."
     )
 
 

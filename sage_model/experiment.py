@@ -353,6 +353,8 @@ def run_experiment(
     train_ids, val_ids = split_videos(store.rows.video_ids(), cfg.train.val_fraction, cfg.seed)
     if cfg.data.max_train_videos is not None:
         train_ids = train_ids[: cfg.data.max_train_videos]
+    if cfg.data.max_test_videos is not None:  # validation scores videos too: a smoke run caps it alike
+        val_ids = val_ids[: cfg.data.max_test_videos]
     train_set = PairDataset(store, teacher, store.rows.rows_of_videos(train_ids))
     if len(train_set) == 0:
         raise ValueError(f"{store.path}: no training pairs in the {len(train_ids)} training videos")
