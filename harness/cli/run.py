@@ -167,7 +167,7 @@ def run(
     label = specs[0].name if len(specs) == 1 else f"{len(specs)} studies"
     progress = StudyProgress(label, console)
     try:
-        outcomes = run_studies(specs, options, events=progress)
+        outcomes = run_studies(studies, options, events=progress)  # paths: the study files are logged
     finally:
         progress.stop()
     failed = [trial for outcome in outcomes for trial in outcome.failures]

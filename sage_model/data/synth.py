@@ -26,7 +26,6 @@ import os
 import shutil
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -42,7 +41,7 @@ from sage_model.data.annotations import (
     write_annotation_folder,
 )
 from sage_model.data.dataset import SOURCES, SPLITS
-from sage_model.data.samples import PairSamples, plan_pair_samples
+from sage_model.data.samples import PairSamples, plan_pair_samples, relations_by_pair
 from sage_model.data.segments import segment_count
 from sage_model.data.shapes import VideoShape, checkpoint_directions, feature_model_record, video_shape
 from sage_model.data.store import write_feature_store, write_teacher_store
@@ -462,7 +461,7 @@ def row_semantics(
     n, t = samples.keyframes.shape
     sub_cls, obj_cls = np.zeros(n, np.int64), np.zeros(n, np.int64)
     active = np.zeros((n, t, len(vocab.predicates)), np.uint8)
-    rel_index = {vid: _relations_index(v, vocab) for vid, v in videos.items()}
+    rel_index = {vid: relations_by_pair(v, vocab) for vid, v in videos.items()}
     for row in range(n):
         vid = str(samples.video_id[row])
         (s_origin, sub_cls[row]), (o_origin, obj_cls[row]) = (
@@ -488,17 +487,6 @@ def _origin(
     if origins is None:
         return tid, vocab.object_index(video.objects[tid])
     return origins[(vid, tid)]
-
-
-def _relations_index(
-    video: VideoAnnotation, vocab: Vocabulary
-) -> dict[tuple[int, int], list[tuple[int, int, int]]]:
-    out: dict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)
-    for rel in video.relations:
-        out[(rel.subject_tid, rel.object_tid)].append(
-            (rel.begin_fid, rel.end_fid, vocab.predicate_index(rel.predicate))
-        )
-    return out
 
 
 def _noise(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:

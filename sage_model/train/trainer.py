@@ -30,20 +30,12 @@ from torch import Tensor
 from sage_model.config import TrainConfig
 from sage_model.model.losses import IGNORE, LossTerms, sage_loss
 from sage_model.model.sage import SageModel
+from sage_model.records import EpochReport  # re-exported: the harness contract names it here
 from sage_model.train.seeding import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 SELECT_METRIC = "val/predcls_all_map"
-
-
-@dataclass(frozen=True)
-class EpochReport:
-    """What the harness logs after each epoch: ``{"train/loss": .., "val/predcls_all_map": ..}``."""
-
-    stage: int
-    epoch: int
-    metrics: dict[str, float]
 
 
 class BatchSource(Protocol):
@@ -287,7 +279,8 @@ def _train_stage(model: SageModel, stage: int, epochs: int, run: StageRun, resum
             value = metrics.get(SELECT_METRIC, -math.inf)
             if cfg.select_on == "val" and value > best.value:
                 best = Best(value, {k: v.detach().clone() for k, v in model.trainable_state().items()})
-        report = EpochReport(stage=stage, epoch=epoch, metrics=metrics)
+        # the global epoch index: the history is restored from the checkpoint, so it continues
+        report = EpochReport(stage=stage, epoch=epoch, metrics=metrics, step=len(run.summary.history))
         run.summary.history.append(report)
         if run.on_epoch is not None:
             run.on_epoch(report)
