@@ -180,6 +180,12 @@ class ModelConfig(Spec):
 class TrainConfig(Spec):
     """Two-stage training (stage 1: spatio-temporal, text frozen; stage 2: class enhancement)."""
 
+    schedule: str = Field(
+        "default",
+        description="Name of the harness schedule these values came from (--schedule; a label the model "
+        "ignores, recorded with every result so a number names its training budget).",
+    )
+
     stage1_epochs: int = Field(30, ge=0, description="Epochs of stage 1.")
     stage2_epochs: int = Field(30, ge=0, description="Epochs of stage 2.")
     lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate.")
