@@ -190,7 +190,12 @@ class CostTable:
         torch.set_num_threads(self.threads)
         try:
             model = build_model(
-                cfg.model, vocab, data.feature_dim, teacher_dim=data.teacher_dim, frames=3, clip=self._clips[clip_key]
+                cfg.model,
+                vocab,
+                data.feature_dim,
+                teacher_dim=data.teacher_dim,
+                frames=3,
+                clip=self._clips[clip_key],
             )
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
             return measure(
@@ -213,7 +218,9 @@ def trial_wall_s(cfg: ExperimentConfig, data: DataSizes, costs: Any) -> float:
     final = costs.infer_pair_s if stage2 else costs.infer1_pair_s
     passes = {s: 1 for s in data.test}
     if cfg.eval.measure_speed:  # Table 10 times every task's own pass
-        passes = {s: sum(1 for t in cfg.eval.tasks if ("det" if t == "sgdet" else "gt") == s) for s in data.test}
+        passes = {
+            s: sum(1 for t in cfg.eval.tasks if ("det" if t == "sgdet" else "gt") == s) for s in data.test
+        }
     seconds += sum(pairs * passes[s] * final for s, pairs in data.test.items())
     return seconds + STARTUP_S
 
@@ -298,12 +305,18 @@ def render(studies: Sequence[StudyEstimate]) -> list[str]:
     lines: list[str] = []
     for study in studies:
         first = study.trials[0].trial.config.train if study.trials else None
-        budget = f": {first.stage1_epochs} + {first.stage2_epochs} epochs, batch {first.batch_size}" if first else ""
+        budget = (
+            f": {first.stage1_epochs} + {first.stage2_epochs} epochs, batch {first.batch_size}"
+            if first
+            else ""
+        )
         lines.append(f"{study.study} (schedule {study.schedule}{budget})")
         lines.append(f"  trials: {len(study.trials)} to run, {study.done} already done")
         if study.trials:
             lines.append(f"  data: {_data_line(study.trials[0].data)}")
-        lines.append(f"  {'variant':<16} {'trials':>6} {'wall/trial':>11} {'GPU-h':>7} {'peak mem':>10}  from")
+        lines.append(
+            f"  {'variant':<16} {'trials':>6} {'wall/trial':>11} {'GPU-h':>7} {'peak mem':>10}  from"
+        )
         for variant in dict.fromkeys(t.trial.variant for t in study.trials):
             rows = [t for t in study.trials if t.trial.variant == variant]
             wall = sum(t.wall_s for t in rows) / len(rows)
@@ -315,7 +328,11 @@ def render(studies: Sequence[StudyEstimate]) -> list[str]:
             )
         lines.append(
             f"  total: {fmt_duration(study.wall_s)} one after another, {study.gpu_hours:.2f} GPU-hours"
-            + (f" (GPU {study.gpu_mem_mb / 1024:.0f} GiB)" if study.gpu_mem_mb else " (GPU size unknown: --gpu-mem-gb)")
+            + (
+                f" (GPU {study.gpu_mem_mb / 1024:.0f} GiB)"
+                if study.gpu_mem_mb
+                else " (GPU size unknown: --gpu-mem-gb)"
+            )
         )
         lines += [f"  WARNING: {w}" for w in study.warnings]
     lines.append(

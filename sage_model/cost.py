@@ -87,7 +87,9 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
-def random_batch(n: int, model: SageModel, feature_dim: int, teacher_dim: int, frames: int) -> dict[str, torch.Tensor]:
+def random_batch(
+    n: int, model: SageModel, feature_dim: int, teacher_dim: int, frames: int
+) -> dict[str, torch.Tensor]:
     """Inputs of a store's shapes and dtypes for ``n`` pairs (on the CPU)."""
     g = torch.Generator().manual_seed(n)
     corners = torch.rand(n, frames, 2, 2, 2, generator=g).sort(dim=2).values
@@ -207,7 +209,10 @@ def measure(
     else:
         cpu_vocab = TrainingVocabulary.from_counts(n_base_predicates, n_base_objects, len(model.objects))
         batches = {b: random_batch(b, model, feature_dim, teacher_dim, frames) for b in {batch, stage2_batch}}
-        peak, source = fake_peak_bytes(model, cpu_vocab, batches[batch], batches[stage2_batch]), "fake-tensor estimate"
+        peak, source = (
+            fake_peak_bytes(model, cpu_vocab, batches[batch], batches[stage2_batch]),
+            "fake-tensor estimate",
+        )
     return StepCosts(
         device=_device_name(device), stage1_s=s1, stage2_s=s2, infer_pair_s=infer, infer1_pair_s=infer1, batch=batch,
         stage2_batch=stage2_batch, peak_mb=peak / 2**20, peak_source=source,
@@ -236,7 +241,10 @@ def _cuda_peak(
 
 
 def fake_peak_bytes(
-    model: SageModel, vocab: TrainingVocabulary, batch1: dict[str, torch.Tensor], batch2: dict[str, torch.Tensor]
+    model: SageModel,
+    vocab: TrainingVocabulary,
+    batch1: dict[str, torch.Tensor],
+    batch2: dict[str, torch.Tensor],
 ) -> int:
     """Peak bytes of a training step of each stage, counted on fake tensors (no arithmetic).
 
@@ -283,4 +291,3 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return f"cpu:{torch.get_num_threads()} threads"
-
