@@ -372,11 +372,11 @@ def read_videos(
     wanted = None if result_ids is None else set(result_ids)
     tables = []
     for path in _files(results_dir, study):
+        if wanted is not None and path.stem not in wanted:  # a version-2 file is named by its result_id
+            continue
         if schema_version(path) == 1:
             continue
         table = pq.read_table(path, columns=VIDEO_COLUMNS, schema=RESULTS_SCHEMA)
-        if wanted is not None and table.num_rows and table["result_id"][0].as_py() not in wanted:
-            continue
         tables.append(table.filter(pc.is_valid(table["video_id"])))
     if not tables:
         return pl.from_arrow(RESULTS_SCHEMA.empty_table().select(VIDEO_COLUMNS))  # type: ignore[return-value]

@@ -18,8 +18,11 @@ from typing import Any, Protocol
 
 
 class FeatureStoreLike(Protocol):
-    path: Path
-    manifest: dict[str, Any]
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def manifest(self) -> dict[str, Any]: ...
 
     @property
     def feature_dim(self) -> int: ...

@@ -7,6 +7,7 @@ Regenerate the golden files after a deliberate layout change with
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import re
 from html import escape
@@ -24,9 +25,11 @@ from harness.report.render_md import render_markdown
 from harness.report.tables import build_paper_table
 from harness.results import read_results
 from tests.report_data import (
+    ALL,
     EFFICIENCY_YAML,
     META,
     SWEEP_YAML,
+    TOY_CODE_VERSION,
     load_toy_studies,
     write_efficiency_results,
     write_study,
@@ -170,7 +173,7 @@ def test_tex_is_a_booktabs_table_per_study_with_marks(toy, tmp_path):
     assert tex.count(r"\toprule") == 2 and tex.count(r"\bottomrule") == 2
     assert r"\label{tab:toy\_sweep}" in tex
     # mean, half the 95% interval, the paper's value beneath
-    assert r"\shortstack[r]{38.00$\pm$7.04\\ \scriptsize(38.00)}" in tex
+    assert r"\shortstack[r]{38.00$\pm$7.16\\ \scriptsize(38.00)}" in tex
     assert "Synthetic data: not comparable to the paper." in tex
 
 
@@ -221,3 +224,21 @@ def test_cli_without_paper_tables_or_with_an_unknown_study_is_a_user_error(tmp_p
     assert result.exit_code == 2 and "pass --paper-tables" in result.output
     result = _cli(tmp_path, "table99_nothing")
     assert result.exit_code == 2 and "table99_nothing: no such study" in result.output
+
+
+def test_the_report_names_its_commits_and_warns_when_they_differ(tmp_path):
+    sweep, _ = load_toy_studies(tmp_path / "studies")
+    write_trial(tmp_path / "results", "toy_sweep", "2", 0, {ALL: 37.5}, version=2, git_sha="a" * 40)
+    write_trial(tmp_path / "results", "toy_sweep", "6", 0, {ALL: 36.0}, version=2, git_sha="b" * 40)
+    frame, videos = load_results(tmp_path / "results")
+    table = build_paper_table(frame, sweep, videos)
+    same = dataclasses.replace(META, code_version=TOY_CODE_VERSION)
+    md = render_markdown([table], same, {})
+    assert (
+        f"Numbers from commit aaaaaaaaaaaa (1 trial), bbbbbbbbbbbb (1 trial), code {TOY_CODE_VERSION}." in md
+    )
+    assert "WARNING: the trials of this table ran from 2 different commits." in md
+    assert "other code than this checkout's" not in md
+    other = dataclasses.replace(META, code_version="fedcba9876543210")
+    warning = "WARNING: numbers computed by other code than this checkout's (code fedcba9876543210)"
+    assert escape(warning) in render_html([table], other, {})

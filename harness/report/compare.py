@@ -131,6 +131,7 @@ def compare_study(
 ) -> StudyComparison:
     """A vs B for one study; ``a`` and ``b`` are (metric rows, per-video rows)."""
     columns = _columns(spec)
+    headline = frozenset(spec.table.headline if spec.table is not None else ())
     kept_a, _, _ = current_trials(a[0], spec)
     kept_b, _, _ = current_trials(b[0], spec)
     stats_a, stats_b = cell_stats(kept_a, columns), cell_stats(kept_b, columns)
@@ -151,7 +152,7 @@ def compare_study(
             tuple(
                 CompareCell(
                     column=col.name,
-                    headline=col.headline,
+                    headline=col.name in headline,
                     higher_is_better=METRICS[col.metric].higher_is_better if col.metric in METRICS else True,
                     a=stats_a.get((variant, dataset, col.name)),
                     b=stats_b.get((variant, dataset, col.name)),

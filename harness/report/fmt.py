@@ -309,3 +309,45 @@ def grid_label(col: Column, caption: str, headline: bool) -> str:
     """Column header inside an at-a-glance grid (``novel_sgdet_map`` -> ``sgdet_map`` under 'Novel split')."""
     name = col.name.removeprefix(f"{col.split}_") if caption else col.name
     return column_label(name or col.name, headline)
+
+
+DIFFERENCE_HEADER = (
+    "variant",
+    "column",
+    "paper",
+    "ours [95% interval]",
+    "paired seeds×videos",
+    "p",
+    "p (Holm)",
+    "sig.",
+)
+"""Columns of the differences-to-baseline table (Markdown and HTML show the same cells)."""
+
+
+def difference_rows(table: PaperTable) -> list[tuple[list[str], bool]]:
+    """Each (row, column) minus the baseline row as text cells, with whether it is significant.
+
+    Empty when the table has no baseline or nothing to compare (no interval, no paper gap)."""
+    if table.baseline is None:
+        return []
+    multi = len(table.datasets) > 1
+    out = []
+    for row in table.rows:
+        if row.variant == table.baseline:
+            continue
+        for cell in row.cells:
+            diff = cell.vs_baseline
+            if diff is None and cell.paper_gap is None:
+                continue
+            text = [
+                row.variant + (f" ({row.dataset})" if multi else ""),
+                cell.column,
+                signed(cell.paper_gap),
+                difference(diff),
+                paired_size(diff),
+                p_value(diff.p_value if diff else None),
+                p_value(diff.p_holm if diff else None),
+                sig_mark(diff) or ("no" if diff else MISSING),
+            ]
+            out.append((text, bool(diff and diff.significant)))
+    return out

@@ -208,41 +208,17 @@ def _cells(table: PaperTable) -> str:
 
 def _differences(table: PaperTable) -> str:
     """Each row minus the baseline row: the paper's gap beside ours, significant ones tinted."""
-    pairs = [(row, cell) for row in table.rows if row.variant != table.baseline for cell in row.cells]
-    pairs = [(row, cell) for row, cell in pairs if cell.vs_baseline is not None or cell.paper_gap is not None]
-    if table.baseline is None or not pairs:
+    found = fmt.difference_rows(table)
+    if not found:
         return ""
-    multi = len(table.datasets) > 1
-    header = [
-        "variant",
-        "column",
-        "paper",
-        "ours [95% interval]",
-        "paired seeds×videos",
-        "p",
-        "p (Holm)",
-        "sig.",
+    header = list(fmt.DIFFERENCE_HEADER)
+    rows: list[Row] = [
+        [*(escape(t) for t in text[:-1]), (escape(text[-1]), "ok" if significant else "")]
+        for text, significant in found
     ]
-    rows: list[Row] = []
-    for row, cell in pairs:
-        diff = cell.vs_baseline
-        rows.append(
-            [
-                escape(row.variant + (f" ({row.dataset})" if multi else "")),
-                escape(cell.column),
-                fmt.signed(cell.paper_gap),
-                escape(fmt.difference(diff)),
-                escape(fmt.paired_size(diff)),
-                escape(fmt.p_value(diff.p_value if diff else None)),
-                escape(fmt.p_value(diff.p_holm if diff else None)),
-                (
-                    fmt.sig_mark(diff) or ("no" if diff else fmt.MISSING),
-                    "ok" if diff and diff.significant else "",
-                ),
-            ]
-        )
     resolution = fmt.resolution_line(table)
-    title = f"<h3>Differences to {escape(table.baseline)} <small>(row minus {escape(table.baseline)}; paired)</small></h3>"
+    baseline = escape(table.baseline or "")  # difference_rows is empty without a baseline
+    title = f"<h3>Differences to {baseline} <small>(row minus {baseline}; paired)</small></h3>"
     return (
         title
         + html_table(header, rows, list("llrrrrrc"))

@@ -121,34 +121,11 @@ def _cells(table: PaperTable) -> list[str]:
 
 def _differences(table: PaperTable) -> list[str]:
     """Each row minus the baseline row: the paper's gap beside ours, with interval and p-values."""
-    pairs = [(row, cell) for row in table.rows if row.variant != table.baseline for cell in row.cells]
-    pairs = [(row, cell) for row, cell in pairs if cell.vs_baseline is not None or cell.paper_gap is not None]
-    if table.baseline is None or not pairs:
+    found = fmt.difference_rows(table)
+    if not found:
         return []
-    multi = len(table.datasets) > 1
-    header = [
-        "variant",
-        "column",
-        "paper",
-        "ours [95% interval]",
-        "paired seeds×videos",
-        "p",
-        "p (Holm)",
-        "sig.",
-    ]
-    rows = [
-        [
-            row.variant + (f" ({row.dataset})" if multi else ""),
-            cell.column,
-            fmt.signed(cell.paper_gap),
-            fmt.difference(cell.vs_baseline),
-            fmt.paired_size(cell.vs_baseline),
-            fmt.p_value(cell.vs_baseline.p_value if cell.vs_baseline else None),
-            fmt.p_value(cell.vs_baseline.p_holm if cell.vs_baseline else None),
-            fmt.sig_mark(cell.vs_baseline) or ("no" if cell.vs_baseline else fmt.MISSING),
-        ]
-        for row, cell in pairs
-    ]
+    rows = [text for text, _ in found]
+    header = list(fmt.DIFFERENCE_HEADER)
     title = (
         f"**Differences to {table.baseline}** (row minus {table.baseline}; paired over seeds and test videos)"
     )

@@ -277,7 +277,10 @@ def _t_two_sided(dof: float, t: float) -> float:
 
 
 def cell_estimates(data: ColumnData, weights: np.ndarray) -> list[Estimate | None]:
-    """Every row's value with a 95% interval (None where the row has no per-video parts)."""
+    """Every row's value with a 95% interval (None where the row has no per-video parts), clipped
+    to [0, 100]: the seed part is pooled over the column's rows, so a row that is constant over
+    seeds (a model stuck at 0) still gets the column's training noise, which must not take it
+    below 0."""
     rows = _cell_rows(data, weights)
     pool = SeedPool.of([r.parts for r in rows if r is not None])
     out: list[Estimate | None] = []
@@ -291,8 +294,8 @@ def cell_estimates(data: ColumnData, weights: np.ndarray) -> list[Estimate | Non
         out.append(
             Estimate(
                 part.value,
-                part.value - half,
-                part.value + half,
+                max(part.value - half, 0.0),  # every decomposable metric is a percentage
+                min(part.value + half, 100.0),
                 se,
                 dof,
                 part.n_seeds,
