@@ -139,3 +139,35 @@ def test_a_short_run_records_its_schedule_and_the_next_dry_run_counts_it_done(
     assert run.data.tags["schedule"] == "paper" and run.data.params["train.schedule"] == "paper"
     code, output = invoke("run", "--dry-run", study, *flags)
     assert code == 0 and "trials: 0 to run, 1 already done" in output
+
+
+def test_the_report_warns_loudly_over_real_numbers_off_the_papers_budget(tmp_path: Path) -> None:
+    from harness.report import fmt
+    from harness.report.tables import build_paper_table
+    from harness.results import read_results
+    from tests.report_data import ALL, load_toy_studies, write_trial
+
+    sweep, _ = load_toy_studies(tmp_path / "studies")
+    short = '{"train": {"schedule": "default", "stage1_epochs": 2, "stage2_epochs": 2}}'
+    paper = '{"train": {"schedule": "paper"}}'  # the config defaults are the paper's budget
+    for name, config_json, synthetic in (
+        ("short", short, False),
+        ("paper", paper, False),
+        ("synth", short, True),
+    ):
+        results = tmp_path / name
+        write_trial(
+            results, "toy_sweep", "2", 0, {ALL: 38.0}, version=2, synthetic=synthetic, config_json=config_json
+        )
+        table = build_paper_table(read_results(results), sweep)
+        banner = fmt.data_banner(table) or ""
+        if name == "short":
+            assert (
+                banner.startswith("NOT THE PAPER'S TRAINING BUDGET")
+                and "stage1_epochs 2 (paper 30)" in banner
+            )
+            assert "schedule: default" in fmt.summary_line(table)
+        elif name == "paper":
+            assert banner == "" and "schedule: paper" in fmt.summary_line(table)
+        else:
+            assert banner == fmt.SYNTHETIC_BANNER  # synthetic numbers are never beside the paper's anyway

@@ -638,7 +638,10 @@ def _budgets(trials: pl.DataFrame) -> dict[str, tuple[str, ...]]:
         if diff:
             line = ", ".join(f"{k.removeprefix('train.')} {a} (paper {b})" for k, (a, b) in diff.items())
             off[line] = off.get(line, 0) + 1
-    return {"schedules": tuple(sorted(schedules)), "off_budget": tuple(f"{n} trial(s): {d}" for d, n in off.items())}
+    return {
+        "schedules": tuple(sorted(schedules)),
+        "off_budget": tuple(f"{n} trial(s): {d}" for d, n in off.items()),
+    }
 
 
 def _distinct(frame: pl.DataFrame, column: str) -> tuple[str, ...]:
