@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -164,7 +165,7 @@ def time_stage(
     sizes = PROBE_BATCHES[model.cfg.prompt.strategy] if stage == 2 else PROBE_BATCHES["class_aware"]
     probes = {b: make(b) for b in sizes}
     step(probes[sizes[0]])  # warm-up (allocator, kernels, masks)
-    return _fit({b: _best_of(lambda b=b: step(probes[b]), 2, device) for b in sizes}, batch)
+    return _fit({b: _best_of(partial(step, probes[b]), 2, device) for b in sizes}, batch)
 
 
 @torch.no_grad()

@@ -630,7 +630,8 @@ def _budgets(trials: pl.DataFrame) -> dict[str, tuple[str, ...]]:
 
     if trials.is_empty():
         return {"schedules": (), "off_budget": ()}
-    schedules, off = set(), {}
+    schedules: set[str] = set()
+    off: dict[str, int] = {}
     for row in trials.select("config_json", "synthetic").to_dicts():
         train = json.loads(row["config_json"] or "{}").get("train", {})
         schedules.add(str(train.get("schedule", "default")))
