@@ -23,6 +23,7 @@ from harness.locking import StudyLock
 from harness.preflight import DEFAULT_MIN_FREE_MB
 from harness.provenance import code_version
 from harness.results import is_finished, remove_stale_temp_files
+from harness.schedules import schedule_overrides
 from harness.spec import StudySpec, TrialSpec, load_study
 from harness.trial import (
     ExperimentFn,
@@ -63,6 +64,8 @@ class RunOptions:
     min_free_mb: float = DEFAULT_MIN_FREE_MB
     #: ``--set PATH=VALUE``: dotted config overrides for every trial (e.g. the epochs of real data)
     overrides: tuple[tuple[str, Any], ...] = ()
+    #: ``--schedule NAME``: a named training budget (:mod:`harness.schedules`) over each study's base
+    schedule: str = "default"
 
     def env_overrides(self) -> dict[str, Any]:
         """Where data and weights live on this machine, as dotted config overrides."""
@@ -136,6 +139,8 @@ def plan_study(spec: StudySpec, options: RunOptions) -> Plan:
         seeds=options.seeds,
         smoke=options.smoke,
         user_overrides=dict(options.overrides),
+        schedule_name=options.schedule,
+        schedule_overrides=schedule_overrides(options.schedule),
     )
     if options.force:
         return Plan(trials, list(trials), [])

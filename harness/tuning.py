@@ -103,12 +103,26 @@ class TuneOptions:
     clip_checkpoint: Path | None = None
     teacher: str | None = None
     num_cpus: int | None = None  # size of a private local Ray (None = all cores)
+    schedule: str = "default"  # --schedule: a named training budget (harness.schedules)
+    overrides: tuple[tuple[str, Any], ...] = ()  # --set PATH=VALUE for every search trial
 
     def env_overrides(self) -> dict[str, Any]:
         """Where data and weights live on this machine (the same rules as `harness run`)."""
         return RunOptions(
             data_root=self.data_root, clip_checkpoint=self.clip_checkpoint, teacher=self.teacher
         ).env_overrides()
+
+    def layers(self, spec: StudySpec) -> ConfigLayers:
+        """The config layers of every search trial: base, env, schedule, --set (searched paths refused)."""
+        from harness.schedules import schedule_overrides
+
+        user = dict(self.overrides)
+        searched = sorted(set(user) & (set(require_tune(spec).space) | set(TUNING_OVERRIDES)))
+        if searched:
+            raise ValueError(f"--set {searched[0]}: tuning searches or forces it in study {spec.name}; a --set cannot change it")
+        return ConfigLayers(
+            base=spec.base, env=self.env_overrides(), schedule=schedule_overrides(self.schedule), user=user
+        )
 
 
 @dataclass
@@ -186,9 +200,13 @@ def search_trial(spec: StudySpec, layers: ConfigLayers, number: int, params: dic
     )  # fmt: skip
 
 
-def tuning_base(spec: StudySpec, env_overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """The config every trial starts from: :func:`search_trial` before any value is searched."""
-    config = search_trial(spec, ConfigLayers(base=spec.base, env=env_overrides or {}), 0, {}).config
+def tuning_base(
+    spec: StudySpec, env_overrides: dict[str, Any] | None = None, layers: ConfigLayers | None = None
+) -> ExperimentConfig:
+    """The config every trial starts from: :func:`search_trial` before any value is searched
+    (``layers``: all of them, as :meth:`TuneOptions.layers` gives; else base and env only)."""
+    layers = layers or ConfigLayers(base=spec.base, env=env_overrides or {})
+    config = search_trial(spec, layers, 0, {}).config
     if config.train.val_fraction <= 0:
         raise ValueError("train.val_fraction: must be > 0 for tuning (the objective is a validation metric)")
     return config
@@ -412,7 +430,7 @@ def tune_study(
     if target < 1:
         raise ValueError(f"--trials: must be >= 1, got {target}")
     run_dir = Path(options.run_dir).resolve()
-    base = tuning_base(spec, options.env_overrides())
+    base = tuning_base(spec, layers=options.layers(spec))
     with StudyLock(run_dir / "tuning", spec.name):
         optuna_study = open_search(spec, run_dir, base)
         stale = fail_stale_trials(optuna_study)
@@ -422,7 +440,7 @@ def tune_study(
         budget = max(0, target - complete - pruned)
         say(f"{spec.name}: {complete + pruned} of {target} trials finished; running {budget} more")
         ctx = _tracking(run_dir, spec, optuna_study, study if isinstance(study, str | Path) else None)
-        layers = ConfigLayers(base=spec.base, env=options.env_overrides())
+        layers = options.layers(spec)
         search = _Search(spec, optuna_study, layers, budget, ctx, experiment_fn, say)
         interrupted = True
         try:

@@ -180,6 +180,12 @@ class ModelConfig(Spec):
 class TrainConfig(Spec):
     """Two-stage training (stage 1: spatio-temporal, text frozen; stage 2: class enhancement)."""
 
+    schedule: str = Field(
+        "default",
+        description="Name of the harness schedule these values came from (--schedule; a label the model "
+        "ignores, recorded with every result so a number names its training budget).",
+    )
+
     stage1_epochs: int = Field(30, ge=0, description="Epochs of stage 1.")
     stage2_epochs: int = Field(30, ge=0, description="Epochs of stage 2.")
     lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate.")
@@ -230,7 +236,8 @@ class DataConfig(Spec):
     synthetic_seed: int = Field(0, ge=0, description="Seed of the embedded synthetic dataset.")
     max_train_videos: int | None = Field(None, ge=1, description="Cap on training videos (smoke runs).")
     max_test_videos: int | None = Field(
-        None, ge=1, description="Score only the first N test videos (by id): smoke runs, quick looks."
+        None, ge=1, description="Score only the first N test videos (by id), and validate on at most N held-out "
+        "training videos: smoke runs, quick looks."
     )
 
 

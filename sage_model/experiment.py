@@ -395,6 +395,8 @@ def run_experiment(
     train_ids, val_ids = split_videos(store.rows.video_ids(), cfg.train.val_fraction, cfg.seed)
     if cfg.data.max_train_videos is not None:
         train_ids = train_ids[: cfg.data.max_train_videos]
+    if cfg.data.max_test_videos is not None:  # validation scores videos too: a smoke run caps it alike
+        val_ids = val_ids[: cfg.data.max_test_videos]
     rows = training_rows(
         store, store.rows.rows_of_videos(train_ids), len(train_vocab.base_objects), cfg.train.novel_object_pairs
     )

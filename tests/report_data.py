@@ -123,6 +123,7 @@ def write_trial(
     dataset: str = "vidvrd",
     videos: bool = True,
     git_sha: str = "f" * 40,
+    config_json: str = "{}",
 ) -> Path:
     """One trial's result file, as ``harness.trial`` would write it (``videos``: with per-video rows)."""
     trial_id = f"{study}-{variant.lower().replace('-', '_')}-{dataset}-s{seed}-v{version}-{finished_at[:10]}"
@@ -134,7 +135,7 @@ def write_trial(
         dataset=dataset,
         seed=seed,
         config_hash="0" * 64,
-        config_json="{}",
+        config_json=config_json,
         git_sha=git_sha,
         git_dirty=False,
         packages={"python": "3.11"},

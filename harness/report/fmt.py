@@ -185,9 +185,23 @@ def column_label(name: str, headline: bool) -> str:
 def data_banner(table: PaperTable) -> str | None:
     if table.provenance.data == "synthetic":
         return SYNTHETIC_BANNER
+    budget = budget_banner(table)
     if table.provenance.data == "mixed":
-        return MIXED_BANNER
-    return None
+        return MIXED_BANNER + (f" {budget}" if budget else "")
+    return budget
+
+
+def budget_banner(table: PaperTable) -> str | None:
+    """The loud warning for real-data numbers trained off the paper's schedule beside the paper's."""
+    off = table.provenance.off_budget
+    if not off or not table.has_reference:
+        return None
+    return (
+        "NOT THE PAPER'S TRAINING BUDGET: real-data trials here trained on schedule "
+        f"{'/'.join(table.provenance.schedules)} ({'; '.join(off)}), while the paper's numbers beside them "
+        "come from 30 + 30 epochs at lr 1e-3 (x0.1 at 15/20/25), batch 32. Rerun with --schedule paper "
+        "before comparing."
+    )
 
 
 def data_label(table: PaperTable) -> str:
@@ -207,6 +221,8 @@ def summary_line(table: PaperTable) -> str:
         "data: " + data_label(table),
         "device: " + (", ".join(prov.devices) or MISSING),
     ]
+    if prov.schedules and (prov.schedules != ("default",) or prov.data in ("real", "mixed")):
+        parts.append("schedule: " + ", ".join(prov.schedules))
     if table.headline and table.has_reference:
         parts.append(f"tolerance ±{table.tolerance:g}, min seeds {table.min_seeds}, ★ = headline (checked)")
     if prov.stale_trials:

@@ -12,6 +12,7 @@ are counted as superseded, never averaged in.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -170,6 +171,11 @@ class Provenance:
     """Code versions (:func:`harness.provenance.code_version`) of the kept results; '' = unknown (v1)."""
     trials_by_sha: tuple[tuple[str, int], ...] = ()
     """(git sha, number of kept trials), most trials first."""
+    schedules: tuple[str, ...] = ()
+    """Training schedules (``train.schedule``, :mod:`harness.schedules`) of the kept trials."""
+    off_budget: tuple[str, ...] = ()
+    """How the real-data trials' training differs from the paper's budget, one line per distinct
+    difference ('' entries never); empty when every real-data trial trained on the paper's."""
 
 
 @dataclass(frozen=True)
@@ -614,7 +620,29 @@ def _provenance(kept: pl.DataFrame, spec: StudySpec, stale: int, superseded: int
         stale_trials=stale,
         superseded_trials=superseded,
         devices_by_variant=by_variant,
+        **_budgets(trials),
     )
+
+
+def _budgets(trials: pl.DataFrame) -> dict[str, tuple[str, ...]]:
+    """The schedules of the trials and the real-data ones trained off the paper's budget."""
+    from harness.schedules import budget_differences
+
+    if trials.is_empty():
+        return {"schedules": (), "off_budget": ()}
+    schedules: set[str] = set()
+    off: dict[str, int] = {}
+    for row in trials.select("config_json", "synthetic").to_dicts():
+        train = json.loads(row["config_json"] or "{}").get("train", {})
+        schedules.add(str(train.get("schedule", "default")))
+        diff = budget_differences(train) if not row["synthetic"] else {}
+        if diff:
+            line = ", ".join(f"{k.removeprefix('train.')} {a} (paper {b})" for k, (a, b) in diff.items())
+            off[line] = off.get(line, 0) + 1
+    return {
+        "schedules": tuple(sorted(schedules)),
+        "off_budget": tuple(f"{n} trial(s): {d}" for d, n in off.items()),
+    }
 
 
 def _distinct(frame: pl.DataFrame, column: str) -> tuple[str, ...]:

@@ -13,7 +13,9 @@ ground-truth trajectories of its 200 test videos; numbers only, no data copied):
 * annotated length: VidVRD's quantiles in 15-frame units (:data:`VIDVRD_LENGTH_QUANTILES`):
   median 135 frames, mean about 240, 5 % longer than 700, the longest 5430;
 * objects per video: VidVRD's test distribution (:data:`VIDVRD_OBJECT_COUNTS`): 62 % show 2,
-  15 % 3, 12 % 4, a tail up to 22 (mean 2.9);
+  15 % 3, 12 % 4, a tail up to 22 (mean 2.9); 69 % of the objects span the whole video, the
+  others a fraction of it (median a half). VidVRD's test videos then have 87 ground-truth pair
+  rows per video (5.2 per segment) under our sampling rules (``sage_model.data.samples``);
 * features 512-d in the space of a given CLIP ViT-B/16 checkpoint (its text embeddings give the
   class semantics; its fingerprint is recorded as the root's ``feature_model``).
 """
@@ -37,6 +39,13 @@ VIDVRD_LENGTH_QUANTILES: tuple[tuple[float, int], ...] = (
 #: Objects (distinct ground-truth tids) per video -> videos, VidVRD's 200 test videos.
 VIDVRD_OBJECT_COUNTS: dict[int, int] = {2: 124, 3: 29, 4: 25, 5: 6, 6: 9, 7: 4, 9: 2, 22: 1}
 
+#: Share of VidVRD's test objects whose trajectory spans the whole annotated length ...
+VIDVRD_FULL_SPAN = 0.69
+#: ... and (percentile, fraction of the annotated length) spanned by the others.
+VIDVRD_PARTIAL_SPAN_QUANTILES: tuple[tuple[float, float], ...] = (
+    (0, 0.04), (10, 0.13), (25, 0.27), (50, 0.5), (75, 0.70), (90, 0.86), (100, 0.97),
+)  # fmt: skip
+
 SHAPES = ("default", "paper")
 
 
@@ -59,6 +68,21 @@ class VideoShape:
             drawn = float(np.interp(100.0 * rng.random(), percentiles, units))
             return 15 * max(2, round(drawn))
         return 15 * int(rng.integers(6, 15))
+
+    def object_span(self, rng: np.random.Generator, index: int, units: int) -> tuple[int, int]:
+        """(first unit, units) of object ``index`` in a video of ``units`` 15-frame units; the first
+        object always spans the video."""
+        if index == 0:
+            return 0, units
+        if self.name == "paper":
+            if rng.random() < VIDVRD_FULL_SPAN:
+                return 0, units
+            percentiles, fractions = zip(*VIDVRD_PARTIAL_SPAN_QUANTILES, strict=True)
+            fraction = float(np.interp(100.0 * rng.random(), percentiles, fractions))
+            len_u = min(units, max(2, round(fraction * units)))
+        else:
+            len_u = int(rng.integers(2, units + 1))
+        return int(rng.integers(0, units - len_u + 1)), len_u
 
     def object_count(self, rng: np.random.Generator) -> int:
         """Distinct objects of one video."""
@@ -84,15 +108,22 @@ def default_videos(shape: str) -> int | None:
 def checkpoint_directions(names: tuple[str, ...], checkpoint: str) -> tuple[np.ndarray, dict[str, Any]]:
     """(C, E) centred unit class directions from a CLIP checkpoint's text tower, and the checkpoint's
     identity (what the root records as ``feature_model``); cached per process."""
-    from sage_model.clip import build_clip, class_embeddings, clip_identity
+    from sage_model.clip import class_embeddings, clip_identity
 
-    model = build_clip("sage_vitb16", Path(checkpoint))
+    model = _checkpoint_clip(checkpoint)
     raw = class_embeddings(model, list(names)).numpy().astype(np.float64)  # (C, E)
     centred = raw - raw.mean(axis=0, keepdims=True)
     centred /= np.linalg.norm(centred, axis=1, keepdims=True)
     directions = np.round(centred, 4)
     directions.flags.writeable = False
     return directions, clip_identity(model, "sage_vitb16", Path(checkpoint))
+
+
+@cache
+def _checkpoint_clip(checkpoint: str) -> Any:
+    from sage_model.clip import build_clip
+
+    return build_clip("sage_vitb16", Path(checkpoint))
 
 
 def feature_model_record(fingerprint: str, clip: dict[str, Any] | None, *, root: bool) -> dict[str, Any]:

@@ -208,14 +208,16 @@ def _smooth_path(rng: np.random.Generator, frames: np.ndarray, width: int, heigh
     return boxes.astype(np.float32)
 
 
-def _object_frames(rng: np.random.Generator, index: int, annotated_len: int) -> np.ndarray:
-    """Frames of one object on the 15-frame grid (>= 30 frames; sometimes split into 2 fragments)."""
+def _object_frames(
+    rng: np.random.Generator, index: int, annotated_len: int, shape: VideoShape = DEFAULT_SHAPE
+) -> np.ndarray:
+    """Frames of one object on the 15-frame grid (>= 30 frames; sometimes split into 2 fragments).
+
+    The first object spans the video, like the real test set where some track ends exactly at the
+    annotated length; ``shape`` places the others.
+    """
     units = annotated_len // 15
-    if index == 0:  # like the real test set: some track ends exactly at the annotated length
-        start_u, len_u = 0, units
-    else:
-        len_u = int(rng.integers(2, units + 1))
-        start_u = int(rng.integers(0, units - len_u + 1))
+    start_u, len_u = shape.object_span(rng, index, units)
     frames = np.arange(start_u * 15, (start_u + len_u) * 15)
     if len_u >= 6 and rng.random() < 0.3:  # a gap of 15 or 30 frames, both fragments >= 30 frames
         gap_u = int(rng.integers(1, 3))
@@ -346,7 +348,7 @@ def generate_video(
         novel = rng.random() < NOVEL_OBJECT_RATE
         pool = vocab.novel_objects if novel else vocab.base_objects
         category = pool[int(rng.integers(0, len(pool)))]
-        frames = _object_frames(rng, index_obj, annotated_len)
+        frames = _object_frames(rng, index_obj, annotated_len, shape)
         full = np.arange(frames[0], frames[-1] + 1)
         boxes = _smooth_path(rng, full, width, height)[np.isin(full, frames)]
         objects[tid] = category
