@@ -52,7 +52,9 @@ def study_summary(trials: pl.DataFrame) -> pl.DataFrame:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
     parser.add_argument("--since", default=None, help="only results finished at or after this ISO time (UTC)")
     args = parser.parse_args()
