@@ -133,6 +133,11 @@ class TableSpec(StudyModel):
         description="Variant every other row is compared with (paired difference, CI, p-value); "
         "default: 'Ours', else the variant that is the default model (the paper's full model).",
     )
+    steps: list[str] = Field(
+        default_factory=list,
+        description="Variants in the order the paper says they improve (e.g. Table 4: No MLLM, BLIP-2, "
+        "ASMv2); each is compared with the one before it (paired difference, CI, Holm p over the steps).",
+    )
 
     @model_validator(mode="after")
     def _rows_match_columns(self) -> TableSpec:
@@ -265,6 +270,11 @@ class StudySpec(StudyModel):
             if self.table.baseline is not None and self.table.baseline not in names:
                 baseline = self.table.baseline
                 raise ValueError(f"table.baseline: '{baseline}' is not a variant (variants: {names})")
+            steps = self.table.steps
+            if [s for s in steps if s not in names] or len(set(steps)) != len(steps) or len(steps) == 1:
+                raise ValueError(
+                    f"table.steps: {steps} must name two or more distinct variants (variants: {names})"
+                )
         if len(set(self.datasets)) != len(self.datasets):
             raise ValueError(f"datasets: duplicates in {self.datasets}")
         return self

@@ -24,6 +24,7 @@ from harness.report.render_html import render_html
 from harness.report.render_md import render_markdown
 from harness.report.tables import build_paper_table
 from harness.results import read_results
+from harness.spec import load_study
 from tests.report_data import (
     ALL,
     EFFICIENCY_YAML,
@@ -242,3 +243,19 @@ def test_the_report_names_its_commits_and_warns_when_they_differ(tmp_path):
     other = dataclasses.replace(META, code_version="fedcba9876543210")
     warning = "WARNING: numbers computed by other code than this checkout's (code fedcba9876543210)"
     assert escape(warning) in render_html([table], other, {})
+
+
+def test_steps_render_in_markdown_and_html_only_where_the_study_names_them(toy, tmp_path):
+    text = SWEEP_YAML.replace("  tolerance: 1.0\n", '  tolerance: 1.0\n  steps: ["6", "2"]\n')
+    spec = load_study(write_study(tmp_path / "stepped", text))
+    write_sweep_results(tmp_path / "stepped_results")
+    frame, videos = load_results(tmp_path / "stepped_results")
+    table = build_paper_table(frame, spec, videos)
+    md = render_markdown([table], META, {})
+    assert "**Steps in the paper's order** (6 < 2;" in md
+    step_line = next(line for line in md.splitlines() if line.startswith("| 2 − 6 | all_predcls"))
+    assert "-1.00" in step_line and "+1.50" in step_line  # the paper's step, then ours
+    html = render_html([table], META, {})
+    assert "Steps in the paper&#x27;s order" in html or "Steps in the paper's order" in html
+    assert "2 − 6" in html
+    assert "Steps in the paper" not in render_markdown(toy[0], META, {})

@@ -185,3 +185,30 @@ def test_provenance_counts_trials_per_commit_and_code_version(tmp_path):
     table = toy_with_videos(tmp_path)
     assert table.provenance.trials_by_sha == (("f" * 40, 5),)
     assert table.provenance.code_versions == (TOY_CODE_VERSION,)
+
+
+def test_steps_compare_each_variant_with_the_one_before_it_in_the_papers_order(tmp_path):
+    text = SWEEP_YAML.replace("  tolerance: 1.0\n", '  tolerance: 1.0\n  steps: ["6", "2", "10"]\n')
+    spec = load_study(write_study(tmp_path / "other", text))
+    write_sweep_results(tmp_path / "results")
+    frame, videos = load_results(tmp_path / "results")
+    table = build_paper_table(frame, spec, videos)
+    steps = {(s.earlier, s.later, s.column): s for s in table.steps}
+    assert set(steps) == {
+        (a, b, c) for a, b in (("6", "2"), ("2", "10")) for c in ("novel_predcls", "all_predcls")
+    }
+    first = steps[("6", "2", "all_predcls")]
+    assert first.paper_gap == pytest.approx(38.0 - 39.0)
+    assert first.diff.value == pytest.approx(38.0 - 36.5)  # the same pair as "2" vs the baseline "6"
+    assert first.diff.value == pytest.approx(cell(table, "2", "all_predcls").vs_baseline.value)
+    second = steps[("2", "10", "all_predcls")]
+    assert second.diff.n_seeds == 1 and second.diff.value == pytest.approx(38.4 - 37.5)  # seed 0 only
+    assert steps[("2", "10", "novel_predcls")].diff is None  # "10" has no novel value
+    found = [s.diff for s in table.steps if s.diff is not None]
+    assert [d.p_holm for d in found] == pytest.approx(holm([d.p_value for d in found]))  # own family
+
+
+def test_steps_must_name_distinct_variants(tmp_path):
+    text = SWEEP_YAML.replace("  tolerance: 1.0\n", '  tolerance: 1.0\n  steps: ["6", "7"]\n')
+    with pytest.raises(Exception, match=r"table\.steps"):
+        load_study(write_study(tmp_path / "bad", text))

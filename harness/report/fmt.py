@@ -324,6 +324,40 @@ DIFFERENCE_HEADER = (
 """Columns of the differences-to-baseline table (Markdown and HTML show the same cells)."""
 
 
+STEP_HEADER = (
+    "step",
+    "column",
+    "paper",
+    "ours [95% interval]",
+    "paired seeds×videos",
+    "p",
+    "p (Holm)",
+    "sig.",
+)
+"""Columns of the steps table (``table.steps``: each variant minus the one before it)."""
+
+
+def step_rows(table: PaperTable) -> list[tuple[list[str], bool]]:
+    """Each step of ``table.steps`` as text cells, with whether ours is significant and positive
+    (the paper's order holds there)."""
+    multi = len(table.datasets) > 1
+    out = []
+    for step in table.steps:
+        diff = step.diff
+        text = [
+            f"{step.later} − {step.earlier}" + (f" ({step.dataset})" if multi else ""),
+            step.column,
+            signed(step.paper_gap),
+            difference(diff),
+            paired_size(diff),
+            p_value(diff.p_value if diff else None),
+            p_value(diff.p_holm if diff else None),
+            sig_mark(diff) or ("no" if diff else MISSING),
+        ]
+        out.append((text, bool(diff and diff.significant and diff.value > 0)))
+    return out
+
+
 def difference_rows(table: PaperTable) -> list[tuple[list[str], bool]]:
     """Each (row, column) minus the baseline row as text cells, with whether it is significant.
 

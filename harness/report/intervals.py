@@ -11,7 +11,7 @@ Holm-corrected over every comparison of the table.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,6 +65,10 @@ class TableIntervals:
     resolution: tuple[Resolution, ...]
     trials_without_videos: int
     """Kept trials whose result has no per-video rows (schema version 1, or written without)."""
+    steps: dict[CellKey, Difference] = field(default_factory=dict)
+    """Each ``table.steps`` variant minus the one before it, keyed by the later one; Holm over the
+    steps alone (a second family: they answer "is the paper's order there", not "differs from the
+    baseline")."""
 
 
 def table_intervals(
@@ -76,11 +80,21 @@ def table_intervals(
     seeds: Sequence[int],
     columns: Sequence[Column],
     baseline: str | None,
+    steps: Sequence[str] = (),
 ) -> TableIntervals:
-    """Intervals and baseline differences of one table's kept trials (``kept``: metric rows)."""
+    """Intervals and baseline differences of one table's kept trials (``kept``: metric rows), and
+    the differences between consecutive ``steps`` variants.
+
+    Both families use the same video resamples (``video_weights`` is seeded), so a step and a
+    baseline difference over the same rows agree."""
     mine, without = _own_videos(kept, videos)
     pairs = [] if baseline is None else [(v, baseline) for v in variants if v != baseline]
-    return _intervals(mine, without, list(variants), datasets, seeds, columns, pairs)
+    found = _intervals(mine, without, list(variants), datasets, seeds, columns, pairs)
+    step_pairs = list(zip(steps[1:], steps[:-1], strict=True))
+    if not step_pairs:
+        return found
+    stepped = _intervals(mine, without, list(variants), datasets, seeds, columns, step_pairs)
+    return replace(found, steps=stepped.diffs)
 
 
 def compare_intervals(

@@ -116,6 +116,7 @@ def table_section(
         _overview(table),
         _cells(table),
         _differences(table),
+        _steps(table),
         _cited(table),
         _ratios(table),
         _rankings(table),
@@ -224,6 +225,23 @@ def _differences(table: PaperTable) -> str:
         + html_table(header, rows, list("llrrrrrc"))
         + (f'<p class="facts">{escape(resolution)}</p>' if resolution else "")
     )
+
+
+def _steps(table: PaperTable) -> str:
+    """``table.steps``: each variant minus the one before it; a significant step up is tinted."""
+    found = fmt.step_rows(table)
+    if not found:
+        return ""
+    order = " &lt; ".join(
+        escape(n) for n in dict.fromkeys(name for s in table.steps for name in (s.earlier, s.later))
+    )
+    rows: list[Row] = [
+        [*(escape(t) for t in text[:-1]), (escape(text[-1]), "ok" if up else "")] for text, up in found
+    ]
+    title = (
+        f"<h3>Steps in the paper's order <small>({order}; each row minus the one before, paired)</small></h3>"
+    )
+    return title + html_table(list(fmt.STEP_HEADER), rows, list("llrrrrrc"))
 
 
 def _cited(table: PaperTable) -> str:

@@ -64,6 +64,7 @@ def table_section(
     lines += _overview(table)
     lines += _cells(table)
     lines += _differences(table)
+    lines += _steps(table)
     lines += _cited(table)
     lines += _ratios(table)
     lines += _rankings(table)
@@ -132,6 +133,17 @@ def _differences(table: PaperTable) -> list[str]:
     lines = [title, "", *md_table(header, rows, list("llrrrrrc"))]
     resolution = fmt.resolution_line(table)
     return lines + ([resolution, ""] if resolution else [])
+
+
+def _steps(table: PaperTable) -> list[str]:
+    """``table.steps``: each variant minus the one before it, the paper's step beside ours."""
+    found = fmt.step_rows(table)
+    if not found:
+        return []
+    order = " < ".join(dict.fromkeys(name for s in table.steps for name in (s.earlier, s.later)))
+    title = f"**Steps in the paper's order** ({order}; each row minus the one before, paired)"
+    rows = [text for text, _ in found]
+    return [title, "", *md_table(list(fmt.STEP_HEADER), rows, list("llrrrrrc"))]
 
 
 def _cited(table: PaperTable) -> list[str]:

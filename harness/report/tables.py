@@ -179,6 +179,19 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One step of ``table.steps``: ``later`` minus ``earlier`` in one column, paired over seeds and
+    videos, beside the paper's own step."""
+
+    dataset: str
+    earlier: str
+    later: str
+    column: str
+    paper_gap: float | None
+    diff: Difference | None
+
+
+@dataclass(frozen=True)
 class PaperTable:
     """Everything the renderers show for one study."""
 
@@ -207,6 +220,8 @@ class PaperTable:
     """Per column, the smallest difference the run resolves at its seeds x videos."""
     interval_note: str | None = None
     """Why some or all cells have no interval (e.g. results written before per-video rows)."""
+    steps: tuple[Step, ...] = ()
+    """``table.steps``: each variant minus the one before it (empty when the study names none)."""
 
     @property
     def has_reference(self) -> bool:
@@ -252,6 +267,7 @@ def build_paper_table(
         seeds=spec.seeds,
         columns=columns,
         baseline=baseline,
+        steps=_steps_of(spec),
     )
     rows = tuple(
         VariantRow(
@@ -297,7 +313,34 @@ def build_paper_table(
         baseline=baseline,
         resolution=found.resolution,
         interval_note=_interval_note(found, kept, videos is None),
+        steps=_steps(spec, columns, reference, found),
     )
+
+
+def _steps_of(spec: StudySpec) -> list[str]:
+    return list(spec.table.steps) if spec.table is not None else []
+
+
+def _steps(
+    spec: StudySpec,
+    columns: tuple[Column, ...],
+    reference: dict[str, dict[str, float | None]],
+    found: TableIntervals,
+) -> tuple[Step, ...]:
+    """Every consecutive pair of ``table.steps`` in every dataset and non-efficiency column."""
+    order = _steps_of(spec)
+    out = []
+    for dataset in spec.datasets:
+        for earlier, later in zip(order[:-1], order[1:], strict=True):
+            for col in columns:
+                if col.efficiency:
+                    continue
+                before = reference.get(earlier, {}).get(col.name)
+                after = reference.get(later, {}).get(col.name)
+                gap = None if before is None or after is None else after - before
+                diff = found.steps.get((later, dataset, col.name))
+                out.append(Step(dataset, earlier, later, col.name, gap, diff))
+    return tuple(out)
 
 
 def _make_cell(
