@@ -26,43 +26,17 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from sage_model.records import EpochReport, ExperimentResult, Metric
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclass
-class _Metric:
-    task: str
-    split: str
-    name: str
-    value: float
-
-
-@dataclass
-class _Epoch:
-    stage: int
-    epoch: int
-    metrics: dict[str, float]
-
-
-@dataclass
-class _Result:
-    metrics: list[_Metric]
-    predictions: dict[str, Path]
-    data_hash: str
-    teacher_hash: str
-    synthetic: bool
-    n_params: int
-    device: str
-    wall_s: float
-
-
-def busy_experiment(cfg: Any, *, work_dir: Path, on_epoch: Any = None) -> _Result:
+def busy_experiment(cfg: Any, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
     """Spin the CPU for BENCH_SECONDS, one epoch report per second (pickled by value into workers)."""
     seconds = float(os.environ.get("BENCH_SECONDS", "60"))
     start = time.perf_counter()
@@ -72,9 +46,9 @@ def busy_experiment(cfg: Any, *, work_dir: Path, on_epoch: Any = None) -> _Resul
         while time.perf_counter() < deadline:
             x = (x * 1.0000001 + 1.0) % 1e6
         if on_epoch is not None:
-            on_epoch(_Epoch(1, epoch, {"train/loss": 1.0 / (epoch + 1)}))
+            on_epoch(EpochReport(1, epoch, {"train/loss": 1.0 / (epoch + 1)}))
         epoch += 1
-    return _Result([_Metric("predcls", "all", "map", x % 100)], {}, "busy", "", True, 0, "cpu", seconds)
+    return ExperimentResult([Metric("predcls", "all", "map", x % 100)], {}, "busy", "", True, 0, "cpu", seconds)
 
 
 def make_study(source: Path, folder: Path, trials: int, cpus: int, overrides: dict[str, Any]) -> Path:
@@ -105,10 +79,11 @@ def run_direct(study: Path, experiment: Any, work: Path, cpus: int) -> tuple[flo
     """The trial function called in this process, one trial after another (no Ray, no MLflow)."""
     import torch
 
+    from harness.expand import expand_study
     from harness.spec import load_study
 
     torch.set_num_threads(cpus)
-    trials = load_study(study).trials()
+    trials = expand_study(load_study(study))
     start = time.perf_counter()
     each = []
     for trial in trials:
@@ -162,9 +137,10 @@ def main() -> None:
         else:
             experiment = busy_experiment
         if args.fn == "real":  # build the synthetic dataset before timing either side
+            from harness.expand import expand_study
             from harness.spec import load_study
 
-            first = load_study(study).trials()[0]
+            first = expand_study(load_study(study))[0]
             warm = first.config.model_copy(update={"train": first.config.train.model_copy(
                 update={"stage1_epochs": 0, "stage2_epochs": 0})})  # fmt: skip
             experiment(warm, work_dir=work / "warmup")

@@ -9,16 +9,13 @@ runs, tests). One :func:`video_mapper` block can serve several stores (one Ray s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Literal
 
-from sage_model.features.extract import ExtractSettings
-from sage_model.features.runner import Mapper, OnResult, RunReport, extract_split, local_map, teacher_split
-from sage_model.features.teacher import TeacherSettings
+from sage_model.features.runner import Mapper, local_map
 
 Workers = Literal["ray", "local"]
 
@@ -50,43 +47,3 @@ def video_mapper(parallel: Parallelism) -> Iterator[Mapper]:
             cpus_per_actor=parallel.cpus_per_actor,
             actors=parallel.actors,
         )
-
-
-def run_extract(
-    settings: ExtractSettings,
-    *,
-    annotations: Path,
-    videos: Path,
-    root: Path,
-    tracklets: Path | None = None,
-    tracklet_frame_offset: int = 0,
-    overwrite: bool = False,
-    parallel: Parallelism = Parallelism(),
-    on_plan: Callable[[int, int], None] | None = None,
-    on_result: OnResult | None = None,
-) -> RunReport:
-    """Extract one feature store (see :func:`sage_model.features.runner.extract_split`)."""
-    with video_mapper(parallel) as mapper:
-        return extract_split(
-            settings, annotations=annotations, videos=videos, root=root, tracklets=tracklets,
-            tracklet_frame_offset=tracklet_frame_offset, overwrite=overwrite, mapper=mapper,
-            on_plan=on_plan, on_result=on_result,
-        )  # fmt: skip
-
-
-def run_teacher(
-    settings: TeacherSettings,
-    *,
-    root: Path,
-    videos: Path,
-    overwrite: bool = False,
-    parallel: Parallelism = Parallelism(),
-    on_plan: Callable[[int, int], None] | None = None,
-    on_result: OnResult | None = None,
-) -> RunReport:
-    """Write one teacher artifact (see :func:`sage_model.features.runner.teacher_split`)."""
-    with video_mapper(parallel) as mapper:
-        return teacher_split(
-            settings, root=root, videos=videos, overwrite=overwrite, mapper=mapper,
-            on_plan=on_plan, on_result=on_result,
-        )  # fmt: skip

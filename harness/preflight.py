@@ -124,6 +124,30 @@ def check_trial_inputs(trials: Sequence[TrialSpec]) -> None:
                 continue
             done.add(check)
             _run_check(*check)
+    check_same_clip(trials)
+
+
+def check_same_clip(trials: Sequence[TrialSpec]) -> None:
+    """The model's CLIP must be the one that made the real features and teacher texts
+    (:mod:`sage_model.compat`); the checkpoint is read once, no model is built."""
+    from sage_model.clip import preset_identity
+    from sage_model.compat import check_clip_matches
+
+    done: set[tuple[Any, ...]] = set()
+    for trial in trials:
+        model = trial.config.model
+        for field, root, dataset, split, source, teacher in _input_checks(trial):
+            key = (model.preset, model.clip_checkpoint, model.clip_quick_gelu, root, split, source, teacher)
+            if source is None or key in done:
+                continue
+            done.add(key)
+            identity = preset_identity(model.preset, model.clip_checkpoint, model.clip_quick_gelu)
+            opened = _open_root(root, dataset)
+            teacher_store = opened.teacher_store(teacher, split, source) if teacher is not None else None
+            try:
+                check_clip_matches(identity, opened.feature_store(split, source), teacher_store, field=field)
+            except ValueError as exc:
+                raise PreflightError(str(exc)) from None
 
 
 def _check_checkpoint(trial: TrialSpec) -> None:

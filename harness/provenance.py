@@ -116,3 +116,34 @@ def hardware_summary() -> str:
     mem = _memory_gib()
     mem_text = f"{mem:.0f} GiB" if mem is not None else "? GiB"
     return f"{platform.system()} {platform.machine()} | {_cpu_model()} x{cores} | {mem_text} | GPU: {_gpus()}"
+
+
+def code_version(package_dir: Path | None = None) -> str:
+    """A hash of the code that computes the numbers: every ``.py`` file and resource of ``sage_model``.
+
+    Why not the git sha: a commit that only touches docs, studies or the harness does not change a
+    single number, and a dirty checkout does without a new sha. Results record this hash, the
+    runner skips a trial only when a result of the same code exists, and the report warns when its
+    numbers come from code other than the checkout's. 16 hex digits (64 bits) of SHA-256 over the
+    sorted (relative path, content) pairs.
+    """
+    if package_dir is None:  # located without importing it (that would import torch)
+        import importlib.util
+
+        spec = importlib.util.find_spec("sage_model")
+        assert spec is not None and spec.origin is not None, "sage_model is not importable"
+        package_dir = Path(spec.origin).resolve().parent
+    return _code_version(Path(package_dir))
+
+
+@functools.lru_cache(maxsize=8)
+def _code_version(package_dir: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = [p for p in package_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    for path in sorted(files, key=lambda p: p.relative_to(package_dir).as_posix()):
+        if path.suffix == ".py" or "resources" in path.relative_to(package_dir).parts:
+            digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]

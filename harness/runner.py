@@ -8,9 +8,7 @@ exit code (0 all done, 1 some failed).
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,14 +19,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.expand import expand_study
+from harness.locking import StudyLock
 from harness.preflight import DEFAULT_MIN_FREE_MB
+from harness.provenance import code_version
 from harness.results import is_finished, remove_stale_temp_files
+from harness.schedules import schedule_overrides
 from harness.spec import StudySpec, TrialSpec, load_study
 from harness.trial import (
     ExperimentFn,
     RecordingContext,
     TrialOutcome,
     TrialRecorder,
+    close_study_run,
+    open_study_run,
     recording_context,
     work_entry,
 )
@@ -61,6 +64,8 @@ class RunOptions:
     min_free_mb: float = DEFAULT_MIN_FREE_MB
     #: ``--set PATH=VALUE``: dotted config overrides for every trial (e.g. the epochs of real data)
     overrides: tuple[tuple[str, Any], ...] = ()
+    #: ``--schedule NAME``: a named training budget (:mod:`harness.schedules`) over each study's base
+    schedule: str = "default"
 
     def env_overrides(self) -> dict[str, Any]:
         """Where data and weights live on this machine, as dotted config overrides."""
@@ -117,69 +122,6 @@ class StudyOutcome:
         return 1 if self.failures else 0
 
 
-class StudyLocked(ValueError):
-    """Another live process is running the same study in the same run directory."""
-
-
-class StudyLock:
-    """``<run_dir>/<study>.lock`` holding the owner's PID; a lock whose process is gone is stale."""
-
-    def __init__(self, run_dir: Path, study: str) -> None:
-        self.path = Path(run_dir) / f"{study}.lock"
-        self.study = study
-        self.held = False
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._refuse_or_clear()
-                continue
-            info = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now(UTC).isoformat()}
-            with os.fdopen(fd, "w") as handle:
-                json.dump(info, handle)
-            self.held = True
-            return
-        raise StudyLocked(f"could not take the lock {self.path}")
-
-    def _refuse_or_clear(self) -> None:
-        try:
-            info = json.loads(self.path.read_text() or "{}")
-        except (OSError, json.JSONDecodeError):
-            info = {}
-        pid, host = info.get("pid"), info.get("host")
-        if isinstance(pid, int) and (host != socket.gethostname() or _alive(pid)):
-            raise StudyLocked(
-                f"study {self.study} is already running: lock {self.path} is held by PID {pid} on {host} "
-                f"since {info.get('since', '?')}; wait for it, or delete the lock if that process is gone"
-            )
-        self.path.unlink(missing_ok=True)  # stale: its process is gone
-
-    def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
-
-    def __enter__(self) -> StudyLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass(frozen=True)
 class Plan:
     """The study's trials in expansion order, split into those to run and those already done."""
@@ -190,17 +132,20 @@ class Plan:
 
 
 def plan_study(spec: StudySpec, options: RunOptions) -> Plan:
-    """Expand the study and skip trials whose result file exists (unless ``force``)."""
+    """Expand the study and skip trials with a result of this code (unless ``force``)."""
     trials = expand_study(
         spec,
         env_overrides=options.env_overrides(),
         seeds=options.seeds,
         smoke=options.smoke,
         user_overrides=dict(options.overrides),
+        schedule_name=options.schedule,
+        schedule_overrides=schedule_overrides(options.schedule),
     )
     if options.force:
         return Plan(trials, list(trials), [])
-    done = [t for t in trials if is_finished(options.results_dir, t.study, t.trial_id)]
+    code = code_version()
+    done = [t for t in trials if is_finished(options.results_dir, t.study, t.trial_id, code)]
     done_ids = {t.trial_id for t in done}
     return Plan(trials, [t for t in trials if t.trial_id not in done_ids], done)
 
@@ -284,6 +229,11 @@ def run_studies(
     start = time.perf_counter()
     specs = [s if isinstance(s, StudySpec) else load_study(s) for s in studies]
     _check_distinct_names(specs)
+    files = {
+        spec.name: Path(s).resolve()
+        for spec, s in zip(specs, studies, strict=True)
+        if not isinstance(s, StudySpec)
+    }
     options = _absolute(options)
     plans = [plan_study(spec, options) for spec in specs]
     if events:
@@ -315,7 +265,7 @@ def run_studies(
                 if to_run:
                     batch.append((spec, to_run, outcome))
             if batch:
-                listener = _schedule(batch, options, experiment_fn, events)
+                listener = _schedule(batch, options, experiment_fn, events, files)
                 outcomes.update({r.trial.trial_id: r.outcome for r in listener.recorders})
     wall = time.perf_counter() - start
     for plan, outcome in zip(plans, results, strict=True):
@@ -341,7 +291,7 @@ def _still_to_run(
     if options.force:
         return to_run
     for t in to_run:
-        if is_finished(options.results_dir, t.study, t.trial_id):
+        if is_finished(options.results_dir, t.study, t.trial_id, code_version()):
             outcomes[t.trial_id] = TrialOutcome(t.trial_id, t.variant, t.seed, "skipped")
     return [t for t in to_run if t.trial_id not in outcomes]
 
@@ -390,7 +340,7 @@ def _absolute(options: RunOptions) -> RunOptions:
     return RunOptions(**values)
 
 
-def _prepare_tracking(spec: StudySpec, options: RunOptions) -> RecordingContext:
+def _prepare_tracking(spec: StudySpec, options: RunOptions, study_file: Path | None) -> RecordingContext:
     """The MLflow store and the study's experiment; stale RUNNING runs of the study closed."""
     ctx = recording_context(
         options.run_dir,
@@ -399,6 +349,7 @@ def _prepare_tracking(spec: StudySpec, options: RunOptions) -> RecordingContext:
         spec.description,
         strict_tracking=options.strict_tracking,
         retries=options.retries,
+        study_file=study_file,
     )
     ctx.tracker.mark_stale_runs_killed(ctx.experiment_id)
     return ctx
@@ -409,6 +360,7 @@ def _schedule(
     options: RunOptions,
     experiment_fn: ExperimentFn | None,
     events: StudyEvents | None,
+    files: dict[str, Path],
 ) -> _Listener:
     """Tracking store and Ray first (both ready before any trial); every run is closed at the end.
 
@@ -424,12 +376,17 @@ def _schedule(
     if events:
         events.phase(f"preparing the MLflow store, {'joining' if joining else 'starting'} Ray")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-store") as pool:
-        pending = pool.submit(lambda: {spec.name: _prepare_tracking(spec, options) for spec in specs})
+        pending = pool.submit(
+            lambda: {spec.name: _prepare_tracking(spec, options, files.get(spec.name)) for spec in specs}
+        )
         with scheduling.ray_cluster(
             options.address, num_cpus=options.num_cpus, num_gpus=options.num_gpus
         ) as cluster:
             contexts = pending.result()
+            for name, ctx in contexts.items():  # opened once Ray is up: a failed start leaves none open
+                open_study_run(ctx, name)
             listener = _Listener(trials, contexts, events)
+            interrupted = True
             try:
                 per_study = {
                     spec.name: scheduling.trial_resources(spec.resources.cpus, spec.resources.gpus, cluster)
@@ -457,6 +414,7 @@ def _schedule(
                     max_concurrent=options.max_concurrent,
                     max_failures=options.retries,
                 )
+                interrupted = False
             finally:
                 for recorder in listener.recorders:
                     if recorder.open:
@@ -464,7 +422,10 @@ def _schedule(
                         if events:
                             events.ended(recorder.outcome)
                 for spec, _, outcome in batch:
-                    outcome.tracking_errors.extend(contexts[spec.name].tracker.summary())
+                    ctx = contexts[spec.name]
+                    mine = [r.outcome for r in listener.recorders if r.trial.study == spec.name]
+                    close_study_run(ctx, mine, interrupted)
+                    outcome.tracking_errors.extend(ctx.tracker.summary())
     return listener
 
 

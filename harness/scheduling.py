@@ -481,11 +481,6 @@ def run_search(
     return time.perf_counter() - start
 
 
-def worker_gpu_ids() -> list[str]:
-    """GPU ids Ray assigned to the current trial process (empty on CPU)."""
-    return [str(g) for g in ray.get_gpu_ids()]
-
-
 # --- Ray Data: per-video batch work (harness extract / harness teacher, issue #8) -------------
 
 

@@ -11,19 +11,61 @@ Every error names the file, the YAML line and the dotted path of the offending f
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
+import types
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from sage_model.config import DatasetName, EvalSplit, ExperimentConfig, Spec, Task
+from harness.configs import (
+    ConfigLayers,
+    OverrideError,
+    TrialSpec,
+    apply_overrides,
+    config_hash,
+    field_annotation,
+    resolve_trial,
+    suggest,
+)
+from sage_model.config import DatasetName, EvalSplit, ExperimentConfig, Task
+from sage_model.metrics import METRIC_NAMES, MetricInfo, metric_info
 
-MetricName = Literal["map", "r50", "r100", "p1", "p5", "p10", "params_m", "fps"]
+__all__ = [  # the config helpers are re-exported: callers of the study API need them together
+    "Column",
+    "StudyError",
+    "StudySpec",
+    "TrialSpec",
+    "Variant",
+    "apply_overrides",
+    "config_hash",
+    "field_annotation",
+    "load_study",
+]
+
+#: At most this many lines name a study's problems (the last says how many more there are).
+MAX_PROBLEM_LINES = 8
+
+
+def _known_metric(name: str) -> str:
+    if name not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {name!r} ({suggest(name, list(METRIC_NAMES))})")
+    return name
+
+
+#: A metric of the catalogue (:mod:`sage_model.metrics`).
+MetricName = Annotated[str, AfterValidator(_known_metric)]
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
@@ -58,7 +100,17 @@ class Column(StudyModel):
     name: str = Field(min_length=1, description="Column id used by `headline` and the report.")
     split: EvalSplit = Field(description="Novel or All split.")
     task: Task = Field(description="SGDet, SGCls or PredCls.")
-    metric: MetricName = Field(description="map, r50, r100, p1/p5/p10 (tagging) or params_m / fps.")
+    metric: MetricName = Field(description=f"A catalogued metric: {', '.join(METRIC_NAMES)}.")
+
+    @property
+    def info(self) -> MetricInfo:
+        """The catalogue entry of this column's metric."""
+        return metric_info(self.metric)
+
+    @property
+    def efficiency(self) -> bool:
+        """Params/FPS: depend on the device or model size, so compared as ratios, not absolutely."""
+        return self.info.kind == "efficiency"
 
 
 class TableSpec(StudyModel):
@@ -75,6 +127,11 @@ class TableSpec(StudyModel):
     )
     cited: dict[str, list[float | None]] = Field(
         default_factory=dict, description="Rows of other methods we do not run, same layout."
+    )
+    baseline: str | None = Field(
+        None,
+        description="Variant every other row is compared with (paired difference, CI, p-value); "
+        "default: 'Ours', else the variant that is the default model (the paper's full model).",
     )
 
     @model_validator(mode="after")
@@ -168,7 +225,7 @@ class TuneSpec(StudyModel):
 
 
 class StudySpec(StudyModel):
-    """A parsed study file. ``trials()`` expands it into the deterministic list of trials."""
+    """A parsed study file; :func:`harness.expand.expand_study` turns it into trials."""
 
     name: str = Field(description="Study id; must equal the file stem.")
     version: int = Field(ge=1, description="Bumped when the study changes meaningfully.")
@@ -205,106 +262,21 @@ class StudySpec(StudyModel):
             unknown = [row for row in self.table.reference if row not in names]
             if unknown:
                 raise ValueError(f"table.reference: rows {unknown} are not variants (variants: {names})")
+            if self.table.baseline is not None and self.table.baseline not in names:
+                baseline = self.table.baseline
+                raise ValueError(f"table.baseline: '{baseline}' is not a variant (variants: {names})")
         if len(set(self.datasets)) != len(self.datasets):
             raise ValueError(f"datasets: duplicates in {self.datasets}")
         return self
 
     def variant(self, name: str) -> Variant:
-        """The variant called ``name`` (KeyError naming the valid ones otherwise)."""
+        """The variant called ``name`` (ValueError naming the valid ones otherwise)."""
         for variant in self.variants:
             if variant.name == name:
                 return variant
-        raise KeyError(
+        raise ValueError(
             f"study {self.name} has no variant {name!r} (variants: {[v.name for v in self.variants]})"
         )
-
-    def trials(self, **kwargs: Any) -> list[TrialSpec]:
-        """Expand into trials; see :func:`harness.expand.expand_study` for the options."""
-        from harness.expand import expand_study  # expand imports this module
-
-        return expand_study(self, **kwargs)
-
-
-class TrialSpec(Spec):
-    """One trial: a fully resolved config and the identity derived from it."""
-
-    study: str = Field(description="Study name.")
-    study_version: int = Field(1, ge=1, description="Study version at expansion time.")
-    variant: str = Field(description="Variant (table row) name.")
-    dataset: DatasetName = Field(description="Training dataset (also config.data.dataset).")
-    seed: int = Field(ge=0, description="Seed (also config.seed).")
-    config: ExperimentConfig = Field(description="The resolved experiment config.")
-    config_hash: str = Field(description="sha256 of the canonical JSON of `config`.")
-    trial_id: str = Field(description="<study>-<variant slug>-<dataset>-s<seed>-<hash[:10]>; filename-safe.")
-
-
-# --------------------------------------------------------------------------------------------
-# Overrides on ExperimentConfig
-# --------------------------------------------------------------------------------------------
-
-
-def config_hash(config: ExperimentConfig) -> str:
-    """sha256 of the config's canonical JSON: the identity of what a trial computes."""
-    payload = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _check_path(path: str) -> list[str]:
-    """Split a dotted path and verify every segment names a field of the block it walks into."""
-    parts = path.split(".")
-    block: type[BaseModel] = ExperimentConfig
-    for depth, part in enumerate(parts):
-        fields = block.model_fields
-        prefix = ".".join(parts[:depth]) or "<config>"
-        if part not in fields:
-            raise ValueError(f"{path}: unknown field {part!r} in {prefix} (valid: {', '.join(fields)})")
-        annotation = fields[part].annotation
-        is_block = isinstance(annotation, type) and issubclass(annotation, BaseModel)
-        if depth < len(parts) - 1 and not is_block:
-            raise ValueError(f"{path}: {'.'.join(parts[: depth + 1])} is a value, not a block")
-        if is_block:
-            block = annotation  # type: ignore[assignment]
-    return parts
-
-
-def field_annotation(path: str) -> Any:
-    """The type annotation of the config field a dotted path names (ValueError naming the path)."""
-    parts = _check_path(path)
-    block: type[BaseModel] = ExperimentConfig
-    for part in parts[:-1]:
-        block = block.model_fields[part].annotation  # type: ignore[assignment]
-    return block.model_fields[parts[-1]].annotation
-
-
-def apply_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
-    """Return ``config`` with dotted overrides applied, validated as a whole.
-
-    Validation runs once after all overrides, so cross-field rules (class_position <= n_ctx) see
-    the final values. Errors are ``ValueError`` naming the dotted path.
-    """
-    data = config.model_dump(mode="python")
-    for path, value in overrides.items():
-        if not isinstance(path, str) or not path:
-            raise ValueError(f"{path!r}: override keys must be dotted field paths")
-        parts = _check_path(path)
-        node = data
-        for part in parts[:-1]:
-            node = node[part]
-        node[parts[-1]] = value
-    try:
-        return ExperimentConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ValueError(_describe_validation(exc)) from None
-
-
-def _describe_validation(exc: ValidationError) -> str:
-    """One line per pydantic error: ``dotted.path: message (got value)``."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<config>"
-        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
-        lines.append(f"{loc}: {err['msg']}{got}")
-    return "; ".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,10 +340,42 @@ def _fmt_loc(loc: tuple[Any, ...]) -> str:
     return text or "<study>"
 
 
-def load_study(path: str | Path) -> StudySpec:
-    """Parse and fully validate a study file (every variant's overrides are applied once).
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a study file, at its line."""
 
-    Raises ``FileNotFoundError`` or ``ValueError`` with ``file:line: dotted.path: message``.
+    line: int
+    where: str
+    message: str
+    unknown_key: bool = False
+
+    def text(self, path: Path) -> str:
+        return f"{path}:{self.line}: {self.where}: {self.message}"
+
+
+class StudyError(ValueError):
+    """Every problem of a study file, one ``file:line: dotted.path: message`` line each.
+
+    Unknown keys come first (a typo usually causes the other errors), then the rest in file
+    order; at most :data:`MAX_PROBLEM_LINES` lines, the last one counting what was left out.
+    """
+
+    def __init__(self, path: Path, problems: list[Problem]) -> None:
+        ordered = sorted(problems, key=lambda p: (not p.unknown_key, p.line))
+        lines = [p.text(path) for p in ordered]
+        if len(lines) > MAX_PROBLEM_LINES:
+            kept = MAX_PROBLEM_LINES - 1
+            lines = [*lines[:kept], f"... and {len(lines) - kept} more"]
+        self.path = path
+        self.problems = ordered
+        super().__init__("\n".join(lines))
+
+
+def load_study(path: str | Path) -> StudySpec:
+    """Parse and fully validate a study file (every variant's config is resolved once).
+
+    Raises ``FileNotFoundError``, or :class:`StudyError` (a ``ValueError``) naming every problem
+    found as ``file:line: dotted.path: message``.
     """
     path = Path(path)
     if not path.is_file():
@@ -384,45 +388,129 @@ def load_study(path: str | Path) -> StudySpec:
         raise ValueError(f"{path}:{str(exc).removeprefix('line ')}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}:1: a study must be a YAML mapping, got {type(data).__name__}")
+    problems = _override_problems(data, path.stem, lines)
+    spec: StudySpec | None = None
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        line = _line_of(lines, loc)
-        more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise ValueError(f"{path}:{line or 1}: {_fmt_loc(loc)}: {err['msg']}{more}") from None
-    if spec.name != path.stem:
-        raise ValueError(
-            f"{path}:{lines.get(('name',), 1)}: name: {spec.name!r} must equal the file stem {path.stem!r}"
+        problems += [_pydantic_problem(err, lines) for err in exc.errors()]
+    if spec is not None and spec.name != path.stem:
+        problems.append(
+            Problem(lines.get(("name",), 1), "name", f"{spec.name!r} must equal the file stem {path.stem!r}")
         )
-    _check_all_overrides(spec, path, lines)
-    if spec.tune is not None:
-        _check_tune(spec, path, lines)
+    if spec is not None and spec.tune is not None and not problems:
+        problems += _tune_problems(spec, lines)
+    if problems:
+        raise StudyError(path, problems)
+    assert spec is not None
     return spec
 
 
-def _check_all_overrides(spec: StudySpec, path: Path, lines: Mapping[tuple[Any, ...], int]) -> None:
-    """Apply base and each variant once so a bad path or value fails at load with its line."""
+def _pydantic_problem(err: Any, lines: Mapping[tuple[Any, ...], int]) -> Problem:
+    """A pydantic error as a :class:`Problem`; an unknown key gets the closest valid name."""
+    loc = tuple(err["loc"])
+    line = _line_of(lines, loc) or 1
+    if err["type"] == "extra_forbidden":
+        valid = _fields_at(loc[:-1])
+        return Problem(line, _fmt_loc(loc), f"unknown key ({suggest(str(loc[-1]), valid)})", unknown_key=True)
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return Problem(line, _fmt_loc(loc), message)
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the study block at ``loc`` (e.g. ``("variants", 0)`` -> Variant's fields)."""
+    annotation: Any = StudySpec
+    for part in loc:
+        model = _model_in(annotation)
+        if model is not None and isinstance(part, str) and part in model.model_fields:
+            annotation = model.model_fields[part].annotation
+        else:  # a list index or a dict key: step into the element type
+            annotation = _element_type(annotation)
+    model = _model_in(annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model class an annotation is, or is ``Optional`` of."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        return next((m for a in get_args(annotation) if (m := _model_in(a)) is not None), None)
+    return None
+
+
+def _element_type(annotation: Any) -> Any:
+    """``list[X]`` -> X, ``dict[K, X]`` -> X, ``Y | None`` -> the element of Y."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return next((_element_type(a) for a in get_args(annotation) if a is not type(None)), None)
+    args = get_args(annotation)
+    return args[-1] if origin in (list, dict, tuple) and args else None
+
+
+def _first_dataset(data: Mapping[str, Any]) -> str:
+    """The first valid dataset the raw study names (the config default otherwise)."""
+    datasets = data.get("datasets")
+    valid = get_args(DatasetName)
+    named = [d for d in datasets if d in valid] if isinstance(datasets, list) else []
+    return named[0] if named else ExperimentConfig().data.dataset
+
+
+def _override_problems(
+    data: Mapping[str, Any], study: str, lines: Mapping[tuple[Any, ...], int]
+) -> list[Problem]:
+    """Resolve base and each variant once, on the raw data, so every bad path or value is named
+    with its line even when other parts of the study are invalid."""
+    base, variants = data.get("base", {}), data.get("variants", [])
+    if not isinstance(base, dict):
+        return []  # pydantic names the wrong type
+    dataset = _first_dataset(data)
+    problems = _layer_problems(study, base, {}, dataset, ("base",), "base", lines)
+    if problems:
+        base = {}  # a broken base would fail every variant too: check the variants alone
+    for i, variant in enumerate(variants if isinstance(variants, list) else []):
+        overrides = variant.get("overrides", {}) if isinstance(variant, dict) else None
+        if isinstance(overrides, dict):
+            where = f"variants[{i}] ({variant.get('name')}).overrides"
+            problems += _layer_problems(
+                study, base, overrides, dataset, ("variants", i, "overrides"), where, lines
+            )
+    return problems
+
+
+def _layer_problems(
+    study: str,
+    base: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    dataset: str,
+    loc: tuple[Any, ...],
+    where: str,
+    lines: Mapping[tuple[Any, ...], int],
+) -> list[Problem]:
+    """The problems of one override block (base or a variant) through :func:`resolve_trial`."""
     try:
-        base = apply_overrides(ExperimentConfig(), spec.base)
-    except ValueError as exc:
-        key = str(exc).split(":", 1)[0]
-        line = lines.get(("base", key), lines.get(("base",), 1))
-        raise ValueError(f"{path}:{line}: base: {exc}") from None
-    for i, variant in enumerate(spec.variants):
-        try:
-            apply_overrides(base, variant.overrides)
-        except ValueError as exc:
-            key = str(exc).split(":", 1)[0]
-            line = lines.get(("variants", i, "overrides", key), lines.get(("variants", i), 1))
-            raise ValueError(f"{path}:{line}: variants[{i}] ({variant.name}).overrides: {exc}") from None
+        resolve_trial(study, 1, "check", overrides, dataset, 0, ConfigLayers(base=base))
+    except OverrideError as exc:
+        return [
+            Problem(
+                lines.get((*loc, key), lines.get(loc, 1)),
+                where,
+                f"{key}: {message}",
+                unknown_key=message.startswith("unknown field"),
+            )
+            for key, message in exc.problems
+        ]
+    return []
 
 
-def _check_tune(spec: StudySpec, path: Path, lines: Mapping[tuple[Any, ...], int]) -> None:
+def _tune_problems(spec: StudySpec, lines: Mapping[tuple[Any, ...], int]) -> list[Problem]:
     """Both ends of every range must be valid config values, and trials must report validation."""
     assert spec.tune is not None
-    config = apply_overrides(apply_overrides(ExperimentConfig(), spec.base), spec.variants[0].overrides)
+    first = spec.variants[0]
+    layers = ConfigLayers(base=spec.base)
+    trial = resolve_trial(spec.name, spec.version, first.name, first.overrides, spec.datasets[0], 0, layers)
+    config = trial.config
+    problems = []
     for key, rng in spec.tune.space.items():
         for end in ("low", "high"):
             value = getattr(rng, end)
@@ -432,10 +520,14 @@ def _check_tune(spec: StudySpec, path: Path, lines: Mapping[tuple[Any, ...], int
                 apply_overrides(config, {key: value})
             except ValueError as exc:
                 line = lines.get(("tune", "space", key, end), lines.get(("tune", "space", key), 1))
-                raise ValueError(f"{path}:{line}: tune.space.{key}.{end}: {exc}") from None
+                problems.append(Problem(line, f"tune.space.{key}.{end}", str(exc)))
     if config.train.val_fraction <= 0:
-        line = lines.get(("tune", "objective"), lines.get(("tune",), 1))
-        raise ValueError(
-            f"{path}:{line}: tune.objective: train.val_fraction is 0, so there is no validation split to "
-            "measure the objective on (set train.val_fraction > 0 in base)"
+        problems.append(
+            Problem(
+                lines.get(("tune", "objective"), lines.get(("tune",), 1)),
+                "tune.objective",
+                "train.val_fraction is 0, so there is no validation split to measure the objective on "
+                "(set train.val_fraction > 0 in base)",
+            )
         )
+    return problems

@@ -13,12 +13,14 @@ study's experiment are created by the driver before any trial starts.
 from __future__ import annotations
 
 import functools
+import getpass
 import json
 import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
@@ -50,11 +52,76 @@ MAX_TAG_VAL_LENGTH = 8000
 def _mlflow() -> SimpleNamespace:
     """The few mlflow names the tracker uses, imported on first use."""
     from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param, RunTag, ViewType
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import Dataset as DatasetEntity
+    from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag, SourceType, ViewType
+    from mlflow.utils import mlflow_tags
 
     return SimpleNamespace(
-        MlflowClient=MlflowClient, Metric=Metric, Param=Param, RunTag=RunTag, ViewType=ViewType
-    )
+        MlflowClient=MlflowClient, Metric=Metric, Param=Param, RunTag=RunTag, ViewType=ViewType,
+        DatasetEntity=DatasetEntity, DatasetInput=DatasetInput, InputTag=InputTag, SourceType=SourceType, tags=mlflow_tags,
+        MetaDataset=MetaDataset, CodeDatasetSource=CodeDatasetSource, resolve_dataset_source=resolve_dataset_source,
+    )  # fmt: skip
+
+
+#: The experiment tag MLflow's UI reads to choose its view; ``custom_model_development`` opens on
+#: the training-runs table (without it 3.17 lands on the GenAI overview). mlflow has no constant.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: Our tag that tells a study's parent run (one per `harness run` / `harness tune` invocation)
+#: from its trials' runs.
+RUN_ROLE_TAG = "harness.role"
+
+
+@dataclass(frozen=True)
+class RunSource:
+    """Where a run comes from, for MLflow's own ``mlflow.source.*`` / ``mlflow.user`` tags."""
+
+    git_sha: str
+    git_dirty: bool
+    name: str  # mlflow.source.name: the command, e.g. "harness run"
+
+    def tags(self, parent_run_id: str | None = None) -> dict[str, str]:
+        """MLflow's standard tags through its own constants (the UI's Source and User columns,
+        the commit link, the nesting of child runs under ``mlflow.parentRunId``)."""
+        names = _mlflow().tags
+        tags = {
+            names.MLFLOW_SOURCE_NAME: self.name,
+            names.MLFLOW_SOURCE_TYPE: _mlflow().SourceType.to_string(_mlflow().SourceType.LOCAL),
+            names.MLFLOW_USER: _user(),
+        }
+        if self.git_sha != "unknown":
+            tags[names.MLFLOW_GIT_COMMIT] = self.git_sha
+            tags[names.MLFLOW_GIT_DIRTY] = str(self.git_dirty).lower()
+        if parent_run_id:
+            tags[names.MLFLOW_PARENT_RUN_ID] = parent_run_id
+        return tags
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """What a trial read, as an MLflow dataset input (the runs table's Dataset column).
+
+    ``uri`` is the dataset root for real data; None for the embedded synthetic data, which is
+    recorded as made by code (its generator settings in ``generator``). ``profile`` holds the
+    split sizes and the teacher artifact's hash.
+    """
+
+    name: str
+    digest: str
+    uri: str | None
+    generator: dict[str, str]
+    profile: dict[str, Any]
+    context: str = "training"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "unknown"
 
 
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
@@ -115,13 +182,14 @@ class Tracker:
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
+            if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made by an older harness
+                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return found.experiment_id
         location = None
         if self.embedded:
             location = (self.run_dir.resolve() / "mlartifacts" / study).as_uri()
-        return self.client.create_experiment(
-            study, artifact_location=location, tags={"mlflow.note.content": description}
-        )
+        tags = {_mlflow().tags.MLFLOW_RUN_NOTE: description, EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        return self.client.create_experiment(study, artifact_location=location, tags=tags)
 
     def mark_stale_runs_killed(self, experiment_id: str) -> list[str]:
         """Runs left RUNNING by a driver that died: mark them KILLED. Call under the study lock."""
@@ -151,12 +219,32 @@ class Tracker:
         )
         return run_id
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        """Log a batch of metrics at ``step`` (per-epoch curves use the global epoch index)."""
+    def log_metrics(
+        self, run_id: str, metrics: Mapping[str, float], step: int = 0, tags: Mapping[str, str] | None = None
+    ) -> None:
+        """Log a batch of metrics at ``step`` (per-epoch curves use the global epoch index), and
+        ``tags`` in the same request (an epoch's stage and number: facts, not curves)."""
         stamp = _now_ms()
         entities = [_mlflow().Metric(_key(k), float(v), stamp, step) for k, v in metrics.items()]
-        if entities:
-            self.client.log_batch(run_id, metrics=entities)
+        tag_entities = [
+            _mlflow().RunTag(_key(k), _clip(str(v), MAX_TAG_VAL_LENGTH)) for k, v in (tags or {}).items()
+        ]
+        if entities or tag_entities:
+            self.client.log_batch(run_id, metrics=entities, tags=tag_entities)
+
+    def log_dataset(self, run_id: str, dataset: DatasetRecord) -> None:
+        """One dataset input of the run through MLflow's dataset API (name, digest, source, profile)."""
+        m = _mlflow()
+        source = (
+            m.resolve_dataset_source(dataset.uri) if dataset.uri else m.CodeDatasetSource(dataset.generator)
+        )
+        config = m.MetaDataset(source, name=dataset.name, digest=dataset.digest).to_dict()
+        entity = m.DatasetEntity(  # MetaDataset takes no profile: the entity is built with one
+            name=config["name"], digest=config["digest"], source_type=config["source_type"],
+            source=config["source"], profile=json.dumps(dataset.profile, sort_keys=True),
+        )  # fmt: skip
+        context = m.InputTag(key=m.tags.MLFLOW_DATASET_CONTEXT, value=dataset.context)
+        self.client.log_inputs(run_id, [m.DatasetInput(dataset=entity, tags=[context])])
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         entities = [_mlflow().RunTag(_key(k), _clip(str(v), MAX_TAG_VAL_LENGTH)) for k, v in tags.items()]
@@ -182,8 +270,60 @@ class Tracker:
             [experiment_id], run_view_type=_mlflow().ViewType.ALL, max_results=10000
         )
 
+    def trial_runs(self, experiment_id: str) -> list[Any]:
+        """The runs of trials (every run but the parent runs of invocations)."""
+        return [r for r in self.runs(experiment_id) if r.data.tags.get(RUN_ROLE_TAG) != "study"]
+
+    def latest_parent_run(self, experiment_name: str) -> str | None:
+        """The newest parent run of a study's experiment, or None when there is none."""
+        found = self.client.get_experiment_by_name(experiment_name)
+        if found is None:
+            return None
+        runs = self.client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{RUN_ROLE_TAG}` = 'study'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
     def metric_history(self, run_id: str, key: str) -> list[Any]:
         return self.client.get_metric_history(run_id, key)
+
+    def log_report(self, study: str, files: Sequence[Path], artifact_path: str = "report") -> str | None:
+        """Attach a study's report files (its plots, tables) to the study's newest parent run, so
+        the UI shows them beside the trials they summarise; returns that run's id (None: no run)."""
+        run_id = self.latest_parent_run(study)
+        if run_id is not None:
+            for path in files:
+                self.client.log_artifact(run_id, str(path), artifact_path)
+        return run_id
+
+
+def attach_report(run_dir: Path, files_by_study: Mapping[str, Sequence[Path]]) -> list[str]:
+    """Attach each study's report files to its newest parent run, when there is a tracking store
+    (``MLFLOW_TRACKING_URI``, or ``<run_dir>/mlflow.db``); returns one line per study, what was
+    done or why not. Never raises: the report on disk is what counts."""
+    if not (os.environ.get("MLFLOW_TRACKING_URI") or (Path(run_dir) / "mlflow.db").is_file()):
+        return []
+    try:
+        tracker = Tracker(default_tracking_uri(run_dir), run_dir)
+    except Exception as exc:  # a broken store must not fail the report
+        return [f"tracking store {default_tracking_uri(run_dir)}: {type(exc).__name__}: {exc}"]
+    lines = []
+    for study, files in files_by_study.items():
+        if not files:
+            continue
+        try:
+            run_id = tracker.log_report(study, files)
+        except Exception as exc:
+            lines.append(f"{study}: report not attached to MLflow ({type(exc).__name__}: {exc})")
+            continue
+        if run_id is None:
+            lines.append(f"{study}: no parent run in the tracking store; report not attached")
+        else:
+            lines.append(f"{study}: {len(files)} report file(s) attached to parent run {run_id}")
+    return lines
 
 
 class TrackingError(ValueError):
@@ -265,9 +405,23 @@ class GuardedTracker:
             f"start run {run_name}", self.tracker.start_run, experiment_id, run_name, params, tags
         )
 
-    def log_metrics(self, run_id: str | None, metrics: Mapping[str, float], step: int = 0) -> None:
+    def log_metrics(
+        self,
+        run_id: str | None,
+        metrics: Mapping[str, float],
+        step: int = 0,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
         if run_id is not None:
-            self._call(f"log metrics of run {run_id}", self.tracker.log_metrics, run_id, metrics, step)
+            self._call(f"log metrics of run {run_id}", self.tracker.log_metrics, run_id, metrics, step, tags)
+
+    def log_dataset(self, run_id: str | None, dataset: DatasetRecord) -> None:
+        if run_id is not None:
+            self._call(f"log the dataset input of run {run_id}", self.tracker.log_dataset, run_id, dataset)
+
+    def call(self, what: str, method: Any, *args: Any, default: Any = None) -> Any:
+        """Any other tracking step, guarded like the rest (e.g. tune's closing of stale runs)."""
+        return self._call(what, method, *args, default=default)
 
     def set_tags(self, run_id: str | None, tags: Mapping[str, str]) -> None:
         if run_id is not None:
@@ -289,6 +443,9 @@ class GuardedTracker:
 
     def runs(self, experiment_id: str) -> list[Any]:
         return self.tracker.runs(experiment_id)
+
+    def trial_runs(self, experiment_id: str) -> list[Any]:
+        return self.tracker.trial_runs(experiment_id)
 
     def metric_history(self, run_id: str, key: str) -> list[Any]:
         return self.tracker.metric_history(run_id, key)

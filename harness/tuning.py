@@ -12,8 +12,10 @@ Who does what (docs/tuning.md has the why):
 - **Pruning** is Optuna's (median, or ASHA = Optuna's asynchronous successive halving), decided
   in the driver on the objective reported each epoch; Ray stops the trial right at that epoch's
   report. A pruned trial counts as finished: it was measured and it informs TPE.
-- **MLflow**: one run per trial in the experiment ``<study>-tuning`` (config as params, epoch
-  curves, the objective), logged by the driver through :mod:`harness.tracking`.
+- **MLflow**: one parent run per search and one child run per trial in the experiment
+  ``<study>-tuning`` (config as params, epoch curves, the objective), recorded by the driver
+  with the same :class:`harness.trial.TrialRecorder` as `harness run`, so an MLflow outage
+  costs runs, never the search.
 
 Resumption: the search always ends with ``trials`` finished (COMPLETE or PRUNED) trials in the
 storage. A restart counts what is finished, marks trials a killed driver left RUNNING as FAIL
@@ -44,20 +46,32 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from harness.provenance import GitState, git_state, package_versions
-from harness.runner import RunOptions, StudyLock
+from harness.configs import ConfigLayers, resolve_trial
+from harness.locking import StudyLock
+from harness.provenance import git_state
+from harness.runner import RunOptions
 from harness.spec import (
     StudySpec,
     TrialSpec,
     TuneSpec,
-    apply_overrides,
     config_hash,
     field_annotation,
     load_study,
 )
-from harness.trial import ExperimentFn, execute_trial
+from harness.trial import (
+    EpochMessage,
+    ExperimentFn,
+    RecordingContext,
+    TrialRecorder,
+    TrialRejected,
+    close_study_run,
+    open_study_run,
+    recording_context,
+    work_entry,
+)
 from harness.tuning_report import SearchSummary, TrialRow, write_outputs
 from sage_model.config import ExperimentConfig
+from sage_model.records import ExperimentResult
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +103,26 @@ class TuneOptions:
     clip_checkpoint: Path | None = None
     teacher: str | None = None
     num_cpus: int | None = None  # size of a private local Ray (None = all cores)
+    schedule: str = "default"  # --schedule: a named training budget (harness.schedules)
+    overrides: tuple[tuple[str, Any], ...] = ()  # --set PATH=VALUE for every search trial
 
     def env_overrides(self) -> dict[str, Any]:
         """Where data and weights live on this machine (the same rules as `harness run`)."""
         return RunOptions(
             data_root=self.data_root, clip_checkpoint=self.clip_checkpoint, teacher=self.teacher
         ).env_overrides()
+
+    def layers(self, spec: StudySpec) -> ConfigLayers:
+        """The config layers of every search trial: base, env, schedule, --set (searched paths refused)."""
+        from harness.schedules import schedule_overrides
+
+        user = dict(self.overrides)
+        searched = sorted(set(user) & (set(require_tune(spec).space) | set(TUNING_OVERRIDES)))
+        if searched:
+            raise ValueError(f"--set {searched[0]}: tuning searches or forces it in study {spec.name}; a --set cannot change it")
+        return ConfigLayers(
+            base=spec.base, env=self.env_overrides(), schedule=schedule_overrides(self.schedule), user=user
+        )
 
 
 @dataclass
@@ -115,6 +143,8 @@ class TuneOutcome:
     synthetic: bool
     wall_s: float
     ran_now: int = 0
+    #: tracking failures that did not stop the search (Optuna's storage is complete without them)
+    tracking_errors: list[str] = field(default_factory=list)
 
     @property
     def finished(self) -> int:
@@ -159,15 +189,24 @@ def require_tune(spec: StudySpec) -> TuneSpec:
     return spec.tune
 
 
-def tuning_base(spec: StudySpec, env_overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """The config every trial starts from: ExperimentConfig, ``base``, the machine's data/weights,
-    the first variant, the first dataset and seed, then :data:`TUNING_OVERRIDES`."""
-    config = apply_overrides(ExperimentConfig(), spec.base)
-    if env_overrides:
-        config = apply_overrides(config, env_overrides)
-    config = apply_overrides(config, spec.variants[0].overrides)
-    final = {"data.dataset": spec.datasets[0], "seed": spec.seeds[0], **TUNING_OVERRIDES}
-    config = apply_overrides(config, final)
+def search_trial(spec: StudySpec, layers: ConfigLayers, number: int, params: dict[str, Any]) -> TrialSpec:
+    """Search trial ``number``: the study's first variant, dataset and seed resolved through
+    :func:`harness.configs.resolve_trial` with :data:`TUNING_OVERRIDES` and the searched values
+    as its last layer (the one config path of `run` and `tune`)."""
+    first = spec.variants[0]
+    return resolve_trial(
+        spec.name, spec.version, f"t{number}", first.overrides, spec.datasets[0], spec.seeds[0], layers,
+        search={**TUNING_OVERRIDES, **params},
+    )  # fmt: skip
+
+
+def tuning_base(
+    spec: StudySpec, env_overrides: dict[str, Any] | None = None, layers: ConfigLayers | None = None
+) -> ExperimentConfig:
+    """The config every trial starts from: :func:`search_trial` before any value is searched
+    (``layers``: all of them, as :meth:`TuneOptions.layers` gives; else base and env only)."""
+    layers = layers or ConfigLayers(base=spec.base, env=env_overrides or {})
+    config = search_trial(spec, layers, 0, {}).config
     if config.train.val_fraction <= 0:
         raise ValueError("train.val_fraction: must be > 0 for tuning (the objective is a validation metric)")
     return config
@@ -255,44 +294,34 @@ def count_finished(study: optuna.Study) -> tuple[int, int]:
 
 @dataclass
 class _Live:
-    """One asked trial while the search runs."""
+    """One asked trial while the search runs: its Optuna handle and its recorder."""
 
     ot: optuna.trial.Trial
-    spec: TrialSpec
-    run_id: str | None = None
-    step: int = 0
+    recorder: TrialRecorder
     values: list[float] = field(default_factory=list)
     prune: bool = False
-    state: str = "running"  # running | complete | pruned | failed
-
-
-def _work(item: tuple[str, str, ExperimentFn | None], emit: Callable[[dict[str, Any]], None]) -> None:
-    """Worker entry point (module level so Ray pickles it by reference)."""
-    trial_json, run_dir, experiment_fn = item
-    execute_trial(TrialSpec.model_validate_json(trial_json), Path(run_dir), emit, experiment_fn)
 
 
 class _Search:
-    """Asks Optuna for trials, turns their messages into MLflow records and Optuna reports, tells
-    Optuna how they ended. Implements :class:`harness.scheduling.SearchListener`."""
+    """Asks Optuna for trials and tells it how they ended; the trials' MLflow records are kept
+    by :class:`harness.trial.TrialRecorder`, as for `harness run`. Implements
+    :class:`harness.scheduling.SearchListener` and, for its recorders, :class:`TrialDriver`."""
 
     def __init__(
         self,
         spec: StudySpec,
         study: optuna.Study,
-        base: ExperimentConfig,
+        layers: ConfigLayers,
         budget: int,
-        tracking: tuple[Any, str, GitState],
-        work_root: Path,
+        ctx: RecordingContext,
         experiment_fn: ExperimentFn | None,
         say: Callable[[str], None],
     ) -> None:
-        self.spec, self.tune, self.study, self.base = spec, require_tune(spec), study, base
-        self.budget = budget
-        self.tracker, self.experiment_id, self.git = tracking
-        self.work_root, self.experiment_fn, self.say = work_root, experiment_fn, say
+        self.spec, self.tune, self.study, self.layers = spec, require_tune(spec), study, layers
+        self.budget, self.ctx, self.experiment_fn, self.say = budget, ctx, experiment_fn, say
         self.space = distributions(self.tune)
         self.live: dict[int, _Live] = {}
+        self.by_trial_id: dict[str, _Live] = {}
         self.failures: list[tuple[int, str]] = []
 
     # --- SearchListener ---------------------------------------------------------------------
@@ -300,127 +329,80 @@ class _Search:
         if len(self.live) >= self.budget:
             return None
         ot = self.study.ask(self.space)
-        config = apply_overrides(self.base, ot.params)
-        digest = config_hash(config)
-        trial_id = f"{self.spec.name}-t{ot.number:04d}-{digest[:10]}"
-        spec = TrialSpec(
-            study=self.spec.name, study_version=self.spec.version, variant=f"t{ot.number}",
-            dataset=config.data.dataset, seed=config.seed, config=config, config_hash=digest, trial_id=trial_id,
-        )  # fmt: skip
+        spec = search_trial(self.spec, self.layers, ot.number, ot.params)
+        trial_id = spec.trial_id
         ot.set_user_attr("trial_id", trial_id)
-        self.live[ot.number] = _Live(ot, spec)
-        return ot.number, trial_id, (spec.model_dump_json(), str(self.work_root), self.experiment_fn)
+        tags = {
+            "optuna_trial": str(ot.number),
+            "objective": self.tune.objective.metric,
+            "searched": json.dumps(ot.params, sort_keys=True),
+        }
+        recorder = TrialRecorder(spec, self.ctx, self, name=f"t{ot.number} · {self.spec.name}", tags=tags)
+        self.live[ot.number] = self.by_trial_id[trial_id] = _Live(ot, recorder)
+        return ot.number, trial_id, (spec.model_dump_json(), str(self.ctx.work_root), self.experiment_fn)
 
     def on_start(self, index: int) -> None:
-        live = self.live[index]
-        if live.run_id is None:
-            live.run_id = self._start_run(live)
+        recorder = self.live[index].recorder
+        if recorder.run_id is None:
+            recorder.start()
 
     def on_message(self, index: int, message: dict[str, Any]) -> None:
-        live = self.live[index]
-        if live.state != "running":
-            return
-        if live.run_id is None:
-            live.run_id = self._start_run(live)
-        kind = message.get("kind")
-        if kind == "epoch":
-            self._epoch(live, message)
-        elif kind == "result":
-            self._complete(live)
-        elif kind == "error":
-            self._fail(live, str(message.get("error")), str(message.get("traceback", "")))
+        self.live[index].recorder.handle(message)
 
     def should_stop(self, index: int) -> bool:
-        return self.live[index].prune and self.live[index].state == "running"
+        return self.live[index].prune and self.live[index].recorder.open
 
     def on_end(self, index: int, error: str | None) -> None:
         live = self.live[index]
-        if live.state != "running":
+        if not live.recorder.open:
             return
         if live.prune and error is None:
-            self._pruned(live)
+            self.study.tell(live.ot, state=TrialState.PRUNED)
+            live.recorder.stop({"optuna_state": "PRUNED", "epochs": str(live.recorder.step)})
+            self.say(
+                f"trial {live.ot.number}: pruned after {live.recorder.step} epoch(s)  {_fmt(live.ot.params)}"
+            )
         else:
-            self._fail(live, error or "the trial ended without reporting a result")
+            live.recorder.fail(error or "the trial ended without reporting a result")
 
-    # --- the records ------------------------------------------------------------------------
-    def _start_run(self, live: _Live) -> str:
-        from harness.tracking import flatten
-
-        config = live.spec.config
-        tags = {
-            "study": self.spec.name,
-            "study_version": str(self.spec.version),
-            "optuna_trial": str(live.ot.number),
-            "trial_id": live.spec.trial_id,
-            "config_hash": live.spec.config_hash,
-            "objective": self.tune.objective.metric,
-            "searched": json.dumps(live.ot.params, sort_keys=True),
-            "synthetic": str(config.data.root is None).lower(),
-            "git_sha": self.git.sha,
-            "git_dirty": str(self.git.dirty).lower(),
-            "packages": json.dumps(package_versions(), sort_keys=True),
-        }
-        params = flatten(config.model_dump(mode="json"))
-        return self.tracker.start_run(self.experiment_id, live.spec.trial_id, params, tags)
-
-    def _epoch(self, live: _Live, message: dict[str, Any]) -> None:
-        metrics = dict(message["metrics"])
-        self.tracker.log_metrics(
-            live.run_id, {**metrics, "stage": message["stage"], "epoch": message["epoch"]}, live.step
-        )
-        value = metrics.get(self.tune.objective.metric)
-        if value is not None and math.isfinite(value):
-            live.ot.report(float(value), live.step)
-            live.values.append(float(value))
-            # at the last epoch stopping saves nothing and would turn a full measurement into a partial one
-            last = (
-                live.step + 1 >= live.spec.config.train.stage1_epochs + live.spec.config.train.stage2_epochs
-            )
-            live.prune = not last and live.ot.should_prune()
-        live.step += 1
-
-    def _complete(self, live: _Live) -> None:
-        if not live.values:
-            self._fail(
-                live,
-                f"the objective {self.tune.objective.metric} was never reported (is there a validation split?)",
-            )
+    # --- TrialDriver ------------------------------------------------------------------------
+    def on_epoch(self, recorder: TrialRecorder, message: EpochMessage) -> None:
+        live = self.by_trial_id[recorder.trial.trial_id]
+        value = message.metrics.get(self.tune.objective.metric)
+        if value is None or not math.isfinite(value):
             return
+        live.ot.report(float(value), message.step)
+        live.values.append(float(value))
+        # at the last epoch stopping saves nothing and would turn a full measurement into a partial one
+        train = recorder.trial.config.train
+        last = message.step + 1 >= train.stage1_epochs + train.stage2_epochs
+        live.prune = not last and live.ot.should_prune()
+
+    def on_finished(self, recorder: TrialRecorder, result: ExperimentResult) -> None:
+        live = self.by_trial_id[recorder.trial.trial_id]
+        if not live.values:
+            raise TrialRejected(
+                f"the objective {self.tune.objective.metric} was never reported (is there a validation split?)"
+            )
         value = live.values[-1]  # the model the trial ends with (train.select_on: last)
         self.study.tell(live.ot, value)
-        live.state = "complete"
-        self.tracker.log_metrics(live.run_id, {"objective": value}, live.step)
-        self._close_run(live, "FINISHED", "COMPLETE")
+        self.ctx.tracker.log_metrics(recorder.run_id, {"objective": value}, recorder.step)
+        recorder.set_tags({"optuna_state": "COMPLETE", "epochs": str(recorder.step)})
         self.say(
             f"trial {live.ot.number}: complete, {self.tune.objective.metric} = {value:.4g}  {_fmt(live.ot.params)}"
         )
 
-    def _pruned(self, live: _Live) -> None:
-        self.study.tell(live.ot, state=TrialState.PRUNED)
-        live.state = "pruned"
-        self._close_run(live, "FINISHED", "PRUNED")
-        self.say(f"trial {live.ot.number}: pruned after {live.step} epoch(s)  {_fmt(live.ot.params)}")
-
-    def _fail(self, live: _Live, error: str, details: str = "", status: str = "FAILED") -> None:
+    def on_failed(self, recorder: TrialRecorder, error: str) -> None:
+        live = self.by_trial_id[recorder.trial.trial_id]
         self.study.tell(live.ot, state=TrialState.FAIL, skip_if_finished=True)
-        live.state = "failed"
         self.failures.append((live.ot.number, error))
-        if live.run_id is not None:
-            self.tracker.set_tags(live.run_id, {"error": error})
-            if details:
-                self.tracker.log_text(live.run_id, details, "error.txt")
-            self._close_run(live, status, "FAIL")
+        recorder.set_tags({"optuna_state": "FAIL", "epochs": str(recorder.step)})
         self.say(f"trial {live.ot.number}: failed: {error}")
-
-    def _close_run(self, live: _Live, status: str, state: str) -> None:
-        self.tracker.set_tags(live.run_id, {"optuna_state": state, "epochs": str(live.step)})
-        self.tracker.end_run(live.run_id, status)
 
     def close_open(self, reason: str) -> None:
         """The search stopped (Ctrl-C, an error): every trial still open becomes FAIL / KILLED."""
         for live in self.live.values():
-            if live.state == "running":
-                self._fail(live, reason, status="KILLED")
+            live.recorder.kill(reason)
 
 
 def _fmt(params: dict[str, Any]) -> str:
@@ -448,7 +430,7 @@ def tune_study(
     if target < 1:
         raise ValueError(f"--trials: must be >= 1, got {target}")
     run_dir = Path(options.run_dir).resolve()
-    base = tuning_base(spec, options.env_overrides())
+    base = tuning_base(spec, layers=options.layers(spec))
     with StudyLock(run_dir / "tuning", spec.name):
         optuna_study = open_search(spec, run_dir, base)
         stale = fail_stale_trials(optuna_study)
@@ -457,12 +439,20 @@ def tune_study(
         complete, pruned = count_finished(optuna_study)
         budget = max(0, target - complete - pruned)
         say(f"{spec.name}: {complete + pruned} of {target} trials finished; running {budget} more")
-        tracking = _tracking(run_dir, spec, optuna_study)
-        search = _Search(
-            spec, optuna_study, base, budget, tracking, tuning_dir(run_dir, spec.name), experiment_fn, say
-        )
-        if budget:
-            _run(spec, search, options, run_dir, budget, say)
+        ctx = _tracking(run_dir, spec, optuna_study, study if isinstance(study, str | Path) else None)
+        layers = options.layers(spec)
+        search = _Search(spec, optuna_study, layers, budget, ctx, experiment_fn, say)
+        interrupted = True
+        try:
+            if budget:  # the search's parent run: one per invocation that runs trials
+                open_study_run(ctx, spec.name)
+                _run(spec, search, options, run_dir, budget, say)
+            interrupted = False
+        finally:
+            close_study_run(ctx, [live.recorder.outcome for live in search.live.values()], interrupted)
+        tracking_errors = ctx.tracker.summary()
+        for line in tracking_errors:
+            say(f"tracking: {line}")
         complete, pruned = count_finished(optuna_study)
         summary = summarize(spec, optuna_study, target, synthetic=base.data.root is None, run_dir=run_dir)
     best_file, report_file = write_outputs(summary, Path(options.reports_dir))
@@ -471,22 +461,25 @@ def tune_study(
         study=spec.name, target=target, complete=complete, pruned=pruned, failed_now=search.failures,
         best_value=best.value if best else None, best_params=dict(best.params) if best else {},
         best_file=best_file, report_file=report_file, storage=storage_url(run_dir, spec.name),
-        tracking_uri=tracking[0].uri, synthetic=base.data.root is None, wall_s=time.perf_counter() - start,
-        ran_now=len(search.live),
+        tracking_uri=ctx.tracker.uri, synthetic=base.data.root is None, wall_s=time.perf_counter() - start,
+        ran_now=len(search.live), tracking_errors=tracking_errors,
     )  # fmt: skip
 
 
-def _tracking(run_dir: Path, spec: StudySpec, study: optuna.Study) -> tuple[Any, str, GitState]:
+def _tracking(
+    run_dir: Path, spec: StudySpec, study: optuna.Study, study_file: str | Path | None
+) -> RecordingContext:
     """The MLflow store and the ``<study>-tuning`` experiment, made before any trial starts;
-    runs a dead driver left RUNNING are closed as Optuna recorded their trials."""
-    from harness.tracking import Tracker, default_tracking_uri
-
-    tracker = Tracker(default_tracking_uri(run_dir), run_dir)
-    experiment_id = tracker.ensure_experiment(
-        f"{spec.name}-tuning", f"Optuna search of {spec.name}: {spec.description}"
-    )
-    close_stale_runs(tracker, experiment_id, study)
-    return tracker, experiment_id, git_state()
+    runs a dead driver left RUNNING are closed as Optuna recorded their trials. Tracking
+    failures are collected, as for `harness run`."""
+    ctx = recording_context(
+        run_dir, tuning_dir(run_dir, spec.name), f"{spec.name}-tuning",
+        f"Optuna search of {spec.name}: {spec.description}", source="harness tune",
+        work_root=tuning_dir(run_dir, spec.name), study_file=Path(study_file) if study_file else None,
+    )  # fmt: skip
+    if ctx.experiment_id is not None:
+        ctx.tracker.call("close stale runs", close_stale_runs, ctx.tracker.tracker, ctx.experiment_id, study)
+    return ctx
 
 
 def close_stale_runs(tracker: Any, experiment_id: str, study: optuna.Study) -> None:
@@ -534,7 +527,7 @@ def _run(
             say(f"running on {cluster.cpus:g} CPUs, {concurrent} trial(s) at once")
             scheduling.run_search(
                 search,
-                _work,
+                work_entry,
                 resources=resources,
                 storage_dir=tuning_dir(run_dir, spec.name) / "tune",
                 experiment=f"{spec.name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}",

@@ -1,5 +1,9 @@
 """CLIP from open_clip: the paper's ViT-B/16 from a local checkpoint, or a tiny random one.
 
+A local checkpoint may be OpenAI's ``ViT-B-16.pt`` (a TorchScript archive), an open_clip state
+dict (``.pt`` / ``.bin``, plain or wrapped in ``{"state_dict": ...}``) or ``.safetensors``;
+QuickGELU is used only for weights trained with it (:func:`needs_quick_gelu`).
+
 The tiny model exists so that everything (training, prompts inserted at text layer l, the
 synthetic dataset's class semantics) runs on a 2-core CPU without weights. It keeps the
 12-layer text transformer of ViT-B/16 (so every insertion layer 1..11 of Table 8 exists) but
@@ -10,12 +14,19 @@ the synthetic-data generator, tests) builds the identical model.
 from __future__ import annotations
 
 import hashlib
+import logging
+import zipfile
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Literal
 
 import open_clip
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from open_clip.transformer import QuickGELU
+
+log = logging.getLogger(__name__)
 
 TINY_SEED = 0
 TINY_EMBED_DIM = 64
@@ -37,21 +48,145 @@ def build_tiny_clip() -> CLIP:
     return _frozen(model)
 
 
-def build_vitb16_clip(checkpoint: Path | None) -> CLIP:
-    """CLIP ViT-B/16 from a local open_clip checkpoint; never downloads."""
+QuickGelu = bool | Literal["auto"]
+
+#: Keys OpenAI's ViT-B-16.pt keeps beside the weights (open_clip drops them before loading).
+OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+@dataclass(frozen=True)
+class ClipCheckpoint:
+    """The weights of a local CLIP checkpoint file, whatever its format, in open_clip's key layout."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    format: str  # "openai-torchscript" | "safetensors" | "state-dict"
+    openai_marked: bool  # OpenAI's own extra keys were present (OpenAI's weights, re-saved)
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """TorchScript archives (OpenAI's ``ViT-B-16.pt``) are zip files with ``code/`` and ``constants.pkl``;
+    ``torch.save`` zips hold ``data.pkl`` instead."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def read_clip_checkpoint(path: Path) -> ClipCheckpoint:
+    """Weights of a TorchScript archive, a ``.safetensors`` file or a ``torch.save`` state dict.
+
+    A state dict may be wrapped in ``{"state_dict": ...}`` and prefixed ``module.`` (DDP), as
+    open_clip's training checkpoints are. Nothing is executed but TorchScript's own loader.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.clip_checkpoint: {path} does not exist or is not a file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        raw: Any = load_file(str(path), device="cpu")
+        fmt = "safetensors"
+    elif is_torchscript_archive(path):
+        raw = torch.jit.load(str(path), map_location="cpu").state_dict()
+        fmt = "openai-torchscript"
+    else:
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle errors of every kind: one message naming the file
+            raise ValueError(f"model.clip_checkpoint: {path} is not a readable checkpoint ({exc})") from None
+        fmt = "state-dict"
+    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
+        raw = raw["state_dict"]
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(f"model.clip_checkpoint: {path} holds no state dict ({type(raw).__name__})")
+    state = {k.removeprefix("module."): v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+    marked = any(key in state for key in OPENAI_EXTRA_KEYS)
+    for key in OPENAI_EXTRA_KEYS:
+        state.pop(key, None)
+    return ClipCheckpoint(path, state, fmt, marked)
+
+
+def quick_gelu_tags() -> tuple[str, ...]:
+    """Names that mark ViT-B/16 weights trained with QuickGELU, from open_clip's own registry
+    (pretrained tags and hub ids: ``openai``, ``metaclip_*``, ``dfn2b``, ...)."""
+    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+
+    names: list[str] = []
+    for tag in list_pretrained_tags_by_model("ViT-B-16"):
+        cfg = get_pretrained_cfg("ViT-B-16", tag)
+        if cfg.get("quick_gelu"):
+            names.append(tag.lower())
+            hub = str(cfg.get("hf_hub", "")).strip("/").split("/")[-1].lower()
+            names += [hub] if hub else []
+    return tuple(names)
+
+
+def needs_quick_gelu(checkpoint: ClipCheckpoint) -> tuple[bool, str]:
+    """Whether these weights were trained with QuickGELU, and why we think so.
+
+    OpenAI's CLIP (the paper's) used QuickGELU; LAION/DataComp open_clip weights use nn.GELU.
+    A file cannot say which activation it was trained with, so: OpenAI's TorchScript archive or
+    its extra keys -> QuickGELU; a path naming a QuickGELU release in open_clip's registry (e.g.
+    ``vit_base_patch16_clip_224.openai``) -> QuickGELU; anything else -> GELU. The wrong choice
+    runs but drifts every feature, so ``model.clip_quick_gelu`` can say it explicitly.
+    """
+    if checkpoint.format == "openai-torchscript":
+        return True, "OpenAI TorchScript archive"
+    if checkpoint.openai_marked:
+        return True, "OpenAI's extra keys (input_resolution, ...) in the state dict"
+    text = str(checkpoint.path.resolve()).lower()
+    named = next((tag for tag in quick_gelu_tags() if tag in text), None)
+    if named is not None:
+        return True, f"the path names {named!r}, a QuickGELU release in open_clip's registry"
+    return False, "no OpenAI marker (assumed LAION-style GELU)"
+
+
+def build_vitb16_clip(checkpoint: Path | None, quick_gelu: QuickGelu = "auto") -> CLIP:
+    """CLIP ViT-B/16 from a local checkpoint in any format :func:`read_clip_checkpoint` reads; never downloads."""
     if checkpoint is None:
         raise ValueError(
             "model.clip_checkpoint: sage_vitb16 needs a local CLIP ViT-B/16 checkpoint path "
             "(e.g. --clip-checkpoint /models/ViT-B-16.pt); nothing is downloaded"
         )
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"model.clip_checkpoint: {path} does not exist or is not a file")
-    # OpenAI's ViT-B/16 (the paper's) was trained with QuickGELU; open_clip only infers that from a
-    # pretrained *tag*, not from a file path, so it is forced here or the features silently drift.
-    model = open_clip.create_model("ViT-B-16", pretrained=str(path), device="cpu", force_quick_gelu=True)
+    weights = read_clip_checkpoint(Path(checkpoint))
+    if quick_gelu == "auto":
+        quick_gelu, why = needs_quick_gelu(weights)
+        log_fn = log.info if quick_gelu or weights.format == "safetensors" else log.warning
+        log_fn(
+            "%s: %s activation (%s); set model.clip_quick_gelu to override",
+            weights.path, "QuickGELU" if quick_gelu else "GELU", why,
+        )  # fmt: skip
+    model = open_clip.create_model(
+        "ViT-B-16", pretrained=None, device="cpu", force_quick_gelu=bool(quick_gelu)
+    )
     assert isinstance(model, CLIP)
+    _load_weights(model, weights)
     return _frozen(model)
+
+
+def _load_weights(model: CLIP, weights: ClipCheckpoint) -> None:
+    """Strict load; a file of another architecture fails with what does not fit."""
+    state = dict(weights.state_dict)
+    if "logit_scale" in state and state["logit_scale"].ndim != model.logit_scale.ndim:
+        state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"model.clip_checkpoint: {weights.path} ({weights.format}) is not a CLIP ViT-B/16 in OpenAI/open_clip "
+            f"layout: {len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
+            f"wrong shapes {shapes[:3]}"
+        )
+    model.load_state_dict(state)
+
+
+def uses_quick_gelu(model: CLIP) -> bool:
+    """Which activation the text tower runs (what :func:`needs_quick_gelu` decided at build time)."""
+    return isinstance(model.transformer.resblocks[0].mlp.gelu, QuickGELU)
 
 
 def build_vitb16_random(seed: int = 0) -> CLIP:
@@ -63,12 +198,27 @@ def build_vitb16_random(seed: int = 0) -> CLIP:
     return _frozen(model)
 
 
-def build_clip(preset: str, checkpoint: Path | None = None) -> CLIP:
+def save_clip_checkpoint(model: CLIP, path: Path) -> Path:
+    """The weights of ``model`` as float16 (OpenAI's storage precision): ``.safetensors`` or, for any
+    other suffix, a ``torch.save`` state dict. For rehearsals with random weights; returns ``path``."""
+    state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
+def build_clip(preset: str, checkpoint: Path | None = None, quick_gelu: QuickGelu = "auto") -> CLIP:
     """The frozen CLIP of a model preset (``sage_tiny`` or ``sage_vitb16``)."""
     if preset == "sage_tiny":
         return build_tiny_clip()
     if preset == "sage_vitb16":
-        return build_vitb16_clip(checkpoint)
+        return build_vitb16_clip(checkpoint, quick_gelu)
     raise ValueError(f"model.preset: unknown preset {preset!r}; valid: sage_tiny, sage_vitb16")
 
 
@@ -107,8 +257,64 @@ def class_embeddings(model: CLIP, names: list[str], template: str = "{}") -> tor
 
 def model_fingerprint(model: CLIP) -> str:
     """Short content hash of the weights, recorded with features made from this model."""
+    return state_fingerprint(model.state_dict())
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """:func:`model_fingerprint` of the model a strict load of ``state`` gives (float32 bytes), so a
+    checkpoint's fingerprint needs no model built."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
+        digest.update(tensor.detach().flatten()[:1024].float().cpu().numpy().tobytes())  # first 4096 bytes
     return digest.hexdigest()[:16]
+
+
+def clip_identity(model: CLIP, preset: str, checkpoint: Path | None) -> dict[str, Any]:
+    """What features and teacher texts record as their ``feature_model`` (and models compare with)."""
+    return {
+        "name": preset,
+        "checkpoint": None if checkpoint is None else Path(checkpoint).name,
+        "fingerprint": model_fingerprint(model),
+        "embed_dim": int(model.text_projection.shape[-1]),
+        "quick_gelu": uses_quick_gelu(model),
+    }
+
+
+@lru_cache(maxsize=8)
+def _checkpoint_identity(path: Path, mtime_ns: int, size: int, quick_gelu: QuickGelu) -> dict[str, Any]:
+    weights = read_clip_checkpoint(path)
+    chosen = needs_quick_gelu(weights)[0] if quick_gelu == "auto" else bool(quick_gelu)
+    state = weights.state_dict
+    if "text_projection" not in state:
+        raise ValueError(f"model.clip_checkpoint: {path} has no 'text_projection': not a CLIP checkpoint")
+    return {
+        "name": "sage_vitb16",
+        "checkpoint": path.name,
+        "fingerprint": state_fingerprint(state),
+        "embed_dim": int(state["text_projection"].shape[-1]),
+        "quick_gelu": chosen,
+    }
+
+
+def preset_identity(
+    preset: str, checkpoint: Path | None = None, quick_gelu: QuickGelu = "auto"
+) -> dict[str, Any]:
+    """:func:`clip_identity` of ``build_clip(preset, checkpoint, quick_gelu)``, read from the checkpoint
+    file without building ViT-B/16 (cached per file and modification time)."""
+    if preset == "sage_tiny":
+        return dict(_tiny_identity())
+    if preset != "sage_vitb16":
+        raise ValueError(f"model.preset: unknown preset {preset!r}; valid: sage_tiny, sage_vitb16")
+    if checkpoint is None:
+        build_vitb16_clip(None)  # raises the error that names the missing checkpoint
+    path = Path(checkpoint).resolve()  # type: ignore[arg-type]
+    if not path.is_file():
+        raise FileNotFoundError(f"model.clip_checkpoint: {path} does not exist or is not a file")
+    stat = path.stat()
+    return dict(_checkpoint_identity(path, stat.st_mtime_ns, stat.st_size, quick_gelu))
+
+
+@lru_cache(maxsize=1)
+def _tiny_identity() -> dict[str, Any]:
+    return clip_identity(build_tiny_clip(), "sage_tiny", None)

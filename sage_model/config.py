@@ -36,6 +36,28 @@ class SemanticConfig(Spec):
     )
     heads: int = Field(8, ge=1, description="Attention heads of the self/cross-attention blocks.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout inside the attention blocks.")
+    at_test: Literal["teacher", "none"] = Field(
+        "teacher",
+        description="Teacher input at test time. teacher: test pairs get their pre-computed teacher features, "
+        "as the paper's Eq. 4-5 need F_text on every forward pass and its Table 10 text says the features are "
+        "'pre-computed offline'; none: the teacher only shapes training ('Training-time Semantic Injection'), "
+        "test pairs get the learnt no-teacher tokens and the test teacher store is never opened.",
+    )
+    teacher_dropout: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="Stage-1 probability that a training pair sees the learnt no-teacher tokens instead of its "
+        "teacher features (so that a model run without the teacher has seen that input); None = 0 with "
+        "at_test: teacher (the paper drops nothing), 0.5 with at_test: none.",
+    )
+
+    @property
+    def effective_teacher_dropout(self) -> float:
+        """``teacher_dropout`` with its at_test-dependent default resolved."""
+        if self.teacher_dropout is not None:
+            return self.teacher_dropout
+        return 0.5 if self.at_test == "none" else 0.0
 
 
 class SpatioTemporalConfig(Spec):
@@ -100,8 +122,22 @@ class LossConfig(Spec):
     alpha: float = Field(0.2, gt=0.0, description="Weight of the object classification loss.")
     beta: float = Field(0.1, gt=0.0, description="Weight of the interaction loss.")
     gamma: float = Field(1.0, ge=0.0, description="Weight of the knowledge-guided consistency loss.")
-    tau: float = Field(0.07, gt=0.0, description="Temperature of the cosine logits.")
+    tau: float = Field(
+        0.07,
+        gt=0.0,
+        description="Temperature of the relation logits cos(V_vr, F'_L) / tau (and of the object logits unless "
+        "object_tau is set). The paper writes one tau for both and gives no value: 0.07 is CLIP's initial "
+        "temperature; OV-MMP uses 0.01 (CLIP's trained logit scale 100).",
+    )
+    object_tau: float | None = Field(
+        None, gt=0.0, description="Temperature of the object logits cos(V_obj, W_obj) / tau; None = tau."
+    )
     focal_gamma: float = Field(2.0, ge=0.0, description="Focusing parameter of the focal losses.")
+
+    @property
+    def effective_object_tau(self) -> float:
+        """``object_tau``, or the shared ``tau`` when it is None."""
+        return self.object_tau if self.object_tau is not None else self.tau
 
 
 class ModelConfig(Spec):
@@ -111,7 +147,14 @@ class ModelConfig(Spec):
         "sage_tiny", description="sage_tiny: random tiny CLIP (CPU/CI); sage_vitb16: the paper's CLIP ViT-B/16."
     )
     clip_checkpoint: Path | None = Field(
-        None, description="Local open_clip checkpoint for sage_vitb16 (never downloaded)."
+        None,
+        description="Local CLIP ViT-B/16 checkpoint for sage_vitb16 (OpenAI TorchScript .pt, open_clip state dict "
+        ".pt/.bin, or .safetensors; never downloaded).",
+    )
+    clip_quick_gelu: bool | Literal["auto"] = Field(
+        "auto",
+        description="QuickGELU in the CLIP towers: auto = only for weights trained with it (OpenAI's archive or "
+        "keys, a path naming a QuickGELU release); true/false to say so for a re-saved state dict.",
     )
     hidden_dim: int | None = Field(None, ge=8, description="Visual token width; None = CLIP embed dim.")
     class_template: str = Field(
@@ -137,6 +180,12 @@ class ModelConfig(Spec):
 class TrainConfig(Spec):
     """Two-stage training (stage 1: spatio-temporal, text frozen; stage 2: class enhancement)."""
 
+    schedule: str = Field(
+        "default",
+        description="Name of the harness schedule these values came from (--schedule; a label the model "
+        "ignores, recorded with every result so a number names its training budget).",
+    )
+
     stage1_epochs: int = Field(30, ge=0, description="Epochs of stage 1.")
     stage2_epochs: int = Field(30, ge=0, description="Epochs of stage 2.")
     lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate.")
@@ -157,6 +206,12 @@ class TrainConfig(Spec):
         "last", description="Checkpoint kept: the last epoch, or the best validation mAP. Never the test split."
     )
     num_workers: int = Field(0, ge=0, description="DataLoader workers.")
+    novel_object_pairs: Literal["keep", "drop"] = Field(
+        "drop",
+        description="Training pairs whose subject or object is a novel object class. drop: removed from training "
+        "(paper section 3.1: training sees base categories only); keep: they train on their base predicates "
+        "with the object loss ignored (OV-MMP's code).",
+    )
     shuffle_labels: bool = Field(
         False,
         description="Sanity control: the training targets (predicates, classes, interaction) of each pair come "
@@ -181,7 +236,8 @@ class DataConfig(Spec):
     synthetic_seed: int = Field(0, ge=0, description="Seed of the embedded synthetic dataset.")
     max_train_videos: int | None = Field(None, ge=1, description="Cap on training videos (smoke runs).")
     max_test_videos: int | None = Field(
-        None, ge=1, description="Score only the first N test videos (by id): smoke runs, quick looks."
+        None, ge=1, description="Score only the first N test videos (by id), and validate on at most N held-out "
+        "training videos: smoke runs, quick looks."
     )
 
 
@@ -197,6 +253,35 @@ class EvalConfig(Spec):
         "official", description="Tagging precision divisor: official min(K, #unique) or corrected K."
     )
     measure_speed: bool = Field(False, description="Also measure parameter count and inference FPS (Table 10).")
+    segmentation: Literal["ovmmp", "vidvrd2"] = Field(
+        "ovmmp",
+        description="Which stored segments become predictions. ovmmp: per pair, non-overlapping 30-frame clips (a "
+        "last clip of >= 10 new frames kept), one keyframe each, as OV-MMP which SAGE extends; vidvrd2: every "
+        "30-frame window with stride 15 (VidVRD-II, RePro).",
+    )
+    association: Literal["pair", "greedy"] = Field(
+        "pair",
+        description="How segment relations become video-level ones (SGDet and all tasks). pair: consecutive clips of "
+        "the same track pair with the same triplet are linked (OV-MMP); greedy: VidVRD-II's greedy relational "
+        "association by trajectory cubic IoU.",
+    )
+    aggregation: Literal["mean", "sum"] = Field(
+        "mean",
+        description="Score of a linked relation from its segment scores: mean (OV-MMP: s * o * mean(p)) or sum "
+        "(VidVRD-II: longer relations rank higher).",
+    )
+    linkage_threshold: float = Field(
+        0.5, gt=0.0, lt=1.0, description="greedy: cubic IoU both trajectories must exceed to link."
+    )
+    temporal_tolerance: int = Field(
+        30, ge=0, description="greedy: largest gap (frames) across which facing boxes may still link."
+    )
+    cross_dataset_novel: Literal["predicate", "category"] = Field(
+        "predicate",
+        description="Cross-dataset 'novel' split (Table 11). predicate: GT relations whose predicate the training "
+        "dataset lacks, objects of any class (the Novel rule of the OV protocol); category: relations with any "
+        "category (subject, predicate or object) the training dataset lacks.",
+    )
     stability_noise: tuple[float, ...] = Field(
         (), description="Visual noise levels (std relative to feature norm) of the Fig. 4 stability analysis; () = off."
     )

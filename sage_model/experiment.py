@@ -25,17 +25,22 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from sage_model.analysis import STABILITY_FILE, classifier_features_under_noise, pick_classes, save_stability
-from sage_model.clip import build_clip
+from sage_model.clip import build_clip, clip_identity
+from sage_model.compat import check_clip_matches
 from sage_model.config import ExperimentConfig
 from sage_model.data import DatasetRoot, FeatureStore, PairDataset, TeacherStore, split_videos
+from sage_model.data.selection import training_rows
 from sage_model.data.vocab import Vocabulary
+from sage_model.metrics import EVAL_METRICS
 from sage_model.model.predict import (
     PairRows,
     PairScores,
@@ -46,44 +51,25 @@ from sage_model.model.predict import (
     write_predictions,
 )
 from sage_model.model.sage import SageModel, build_model
+from sage_model.records import EpochReport, ExperimentResult, Metric, VideoScore
 from sage_model.train.seeding import seed_everything
 from sage_model.train.trainer import (
-    EpochReport,
     TrainingVocabulary,
     resolve_device,
     train_two_stage,
 )
 
+if TYPE_CHECKING:
+    from sage_model.eval import DetectionMetrics
+
 log = logging.getLogger(__name__)
-METRIC_NAMES = {"mean_ap": "map", "rec_at_50": "r50", "rec_at_100": "r100"}
-TAGGING_NAMES = {"mprec_at_1": "p1", "mprec_at_5": "p5", "mprec_at_10": "p10"}
+#: DetectionMetrics attribute -> our metric name, from the catalogue (sage_model.metrics)
+METRIC_NAMES = {m.source: m.name for m in EVAL_METRICS if m.source and m.kind == "detection"}
+TAGGING_NAMES = {m.source: m.name for m in EVAL_METRICS if m.source and m.kind == "tagging"}
 STABILITY_PAIRS = 24
 STABILITY_CLASSES = 8
 
 __all__ = ["EpochReport", "ExperimentResult", "Metric", "run_experiment"]
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One number of a trial: detection metrics in percent, ``params_m`` in millions, ``fps``."""
-
-    task: str
-    split: str
-    name: str
-    value: float
-
-
-@dataclass(frozen=True)
-class ExperimentResult:
-    metrics: list[Metric]
-    predictions: dict[str, Path]
-    data_hash: str
-    teacher_hash: str
-    synthetic: bool
-    n_params: int
-    device: str
-    wall_s: float
-    artifacts: dict[str, Path] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------- data
@@ -132,16 +118,38 @@ class EvalVocabulary:
     predicates: tuple[str, ...]  # the 'all' split
     novel: tuple[str, ...]  # the 'novel' split
     objects: tuple[str, ...]
+    #: cross-dataset ``eval.cross_dataset_novel: category``: a relation is novel when its predicate
+    #: or one of its object classes (``novel_objects``) is absent from the training dataset
+    by_category: bool = False
+    novel_objects: tuple[str, ...] = ()
 
     @classmethod
-    def build(cls, train: Vocabulary, test: Vocabulary) -> EvalVocabulary:
+    def build(cls, train: Vocabulary, test: Vocabulary, cross_rule: str = "predicate") -> EvalVocabulary:
         if train.dataset == test.dataset:
             return cls(test.predicates, test.novel_predicates, test.objects)
         lacking = tuple(p for p in test.predicates if p not in set(train.predicates))
-        return cls(test.predicates, lacking, test.objects)
+        if cross_rule == "predicate":
+            return cls(test.predicates, lacking, test.objects)
+        objects = tuple(o for o in test.objects if o not in set(train.objects))
+        return cls(test.predicates, lacking, test.objects, by_category=True, novel_objects=objects)
 
     def split_predicates(self, split: str) -> tuple[str, ...]:
-        return self.novel if split == "novel" else self.predicates
+        """Predicates a split's predictions are made for (``category``: all, filtered per triplet)."""
+        return self.novel if split == "novel" and not self.by_category else self.predicates
+
+    @cached_property
+    def _novel_sets(self) -> tuple[frozenset[str], frozenset[str]]:
+        return frozenset(self.novel), frozenset(self.novel_objects if self.by_category else ())
+
+    def is_novel(self, triplet: Sequence[str]) -> bool:
+        """Whether a (subject, predicate, object) relation belongs to the novel split."""
+        predicates, objects = self._novel_sets
+        return triplet[1] in predicates or triplet[0] in objects or triplet[2] in objects
+
+    def novel_only(self, relations: dict[str, list[dict]], drop_empty: bool) -> dict[str, list[dict]]:
+        """``relations`` (official layout) restricted to novel triplets; videos left empty dropped if asked."""
+        kept = {vid: [r for r in rels if self.is_novel(r["triplet"])] for vid, rels in relations.items()}
+        return {vid: rels for vid, rels in kept.items() if rels or not drop_empty}
 
 
 def model_vocabulary(train: Vocabulary, test: Vocabulary) -> tuple[list[str], list[str]]:
@@ -233,9 +241,9 @@ def eval_data(
 
     rows = store.rows.rows_of_videos([a.video_id for a in annotations])
     frames = int(sum(a.frame_count for a in annotations))
-    return EvalData(
-        store, _teacher(root, cfg, split, source), rows, ground_truth_relations(annotations), frames
-    )
+    # semantic.at_test: none scores without a teacher: its store is not even opened
+    teacher = None if cfg.model.semantic.at_test == "none" else _teacher(root, cfg, split, source)
+    return EvalData(store, teacher, rows, ground_truth_relations(annotations), frames)
 
 
 def predict_task(
@@ -263,9 +271,23 @@ def predict_task(
     for split in splits:
         names = vocab.split_predicates(split)
         cols = np.array([column[n] for n in names], dtype=np.int64)
-        seg = segment_relations(rows, scores.predicate[:, cols], names, objects, cfg.eval.predicates_per_pair)
-        out[split] = video_relations(seg, list(data.gt), cfg.eval.top_k)
+        seg = segment_relations(
+            rows, scores.predicate[:, cols], names, objects, cfg.eval.predicates_per_pair,
+            segmentation=cfg.eval.segmentation,
+        )  # fmt: skip
+        if split == "novel" and vocab.by_category:  # novel triplets before the top-K cut, not after
+            seg = [r for r in seg if vocab.is_novel(r.triplet)]
+        out[split] = video_relations(seg, list(data.gt), cfg.eval.top_k, **association_options(cfg))
     return out
+
+
+def association_options(cfg: ExperimentConfig) -> dict[str, object]:
+    """Keywords of :func:`sage_model.eval.associate` from ``cfg.eval``."""
+    ev = cfg.eval
+    options: dict[str, object] = {"method": ev.association, "aggregation": ev.aggregation}
+    if ev.association == "greedy":
+        options |= {"linkage_threshold": ev.linkage_threshold, "temporal_tolerance": ev.temporal_tolerance}
+    return options
 
 
 def score_data(model: SageModel, data: EvalData, vocab: EvalVocabulary, cfg: ExperimentConfig) -> PairScores:
@@ -287,14 +309,37 @@ def score_predictions(
     cfg: ExperimentConfig,
 ) -> dict[str, float]:
     """Official metrics in percent, keyed by our metric names (map, r50, r100, p1, p5, p10)."""
+    return percent_metrics(evaluate_split(gt, results, split, vocab, cfg))
+
+
+def evaluate_split(
+    gt: dict[str, list[dict]],
+    results: dict[str, list[dict]],
+    split: str,
+    vocab: EvalVocabulary,
+    cfg: ExperimentConfig,
+) -> DetectionMetrics:
+    """The official evaluation of one split (novel: only the novel predicates)."""
     from sage_model.eval import evaluate_relations
 
     novel = set(vocab.novel) if split == "novel" else None
-    metrics = evaluate_relations(
-        gt, results, novel_predicates=novel, tagging_divisor=cfg.eval.tagging_divisor
-    )
+    if novel is not None and vocab.by_category:  # filter by triplet here; the evaluator filters predicates
+        gt, results, novel = vocab.novel_only(gt, drop_empty=True), vocab.novel_only(results, False), None
+    return evaluate_relations(gt, results, novel_predicates=novel, tagging_divisor=cfg.eval.tagging_divisor)
+
+
+def percent_metrics(metrics: DetectionMetrics) -> dict[str, float]:
+    """Official metrics in percent, keyed by our metric names (map, r50, r100, p1, p5, p10)."""
     names = METRIC_NAMES | TAGGING_NAMES
     return {short: 100.0 * float(getattr(metrics, long)) for long, short in names.items()}
+
+
+def video_scores(task: str, split: str, metrics: DetectionMetrics) -> list[VideoScore]:
+    """Each evaluated video's parts of the metrics (what the report's intervals resample)."""
+    return [
+        VideoScore(task, split, v.video_id, v.ap, v.tp50, v.tp100, v.n_gt, v.p1, v.p5, v.p10)
+        for v in metrics.videos
+    ]
 
 
 def splits_with_ground_truth(
@@ -305,8 +350,7 @@ def splits_with_ground_truth(
     Why: a small set (one held-out validation video, ``data.max_test_videos``) may have none;
     the evaluator rightly refuses an empty split, and that must not fail the whole trial.
     """
-    novel = set(vocab.novel)
-    has_novel = any(rel["triplet"][1] in novel for rels in gt.values() for rel in rels)
+    has_novel = any(vocab.is_novel(rel["triplet"]) for rels in gt.values() for rel in rels)
     return tuple(s for s in splits if s != "novel" or has_novel)
 
 
@@ -344,18 +388,24 @@ def run_experiment(
     device = resolve_device(cfg.train.device)
     train_root, test_root = resolve_roots(cfg, work_dir)
     train_vocab, test_vocab = train_root.vocabulary, test_root.vocabulary
-    vocab = EvalVocabulary.build(train_vocab, test_vocab)
+    vocab = EvalVocabulary.build(train_vocab, test_vocab, cfg.eval.cross_dataset_novel)
 
     store = train_root.feature_store("train", "gt")
     teacher = _teacher(train_root, cfg, "train", "gt")
     train_ids, val_ids = split_videos(store.rows.video_ids(), cfg.train.val_fraction, cfg.seed)
     if cfg.data.max_train_videos is not None:
         train_ids = train_ids[: cfg.data.max_train_videos]
-    train_set = PairDataset(store, teacher, store.rows.rows_of_videos(train_ids))
+    if cfg.data.max_test_videos is not None:  # validation scores videos too: a smoke run caps it alike
+        val_ids = val_ids[: cfg.data.max_test_videos]
+    rows = training_rows(
+        store, store.rows.rows_of_videos(train_ids), len(train_vocab.base_objects), cfg.train.novel_object_pairs
+    )
+    train_set = PairDataset(store, teacher, rows)
     if len(train_set) == 0:
         raise ValueError(f"{store.path}: no training pairs in the {len(train_ids)} training videos")
 
-    model = _build(cfg, train_vocab, test_vocab, store, teacher)
+    model, clip_id = _build(cfg, train_vocab, test_vocab, store, teacher)
+    check_clip_matches(clip_id, store, teacher, field="data.root")
     validate = None
     if cfg.eval.every_epoch and val_ids:
         val = eval_data(train_root, cfg, "train", "gt", val_ids)
@@ -378,6 +428,7 @@ def run_experiment(
     )
 
     metrics, predictions, hashes, teacher_hashes = [], {}, [store.content_hash], []
+    videos: list[VideoScore] = []
     if teacher is not None:
         teacher_hashes.append(teacher.content_hash)
     test_ids = _capped_test_videos(test_root, cfg)
@@ -389,6 +440,8 @@ def run_experiment(
         if tracks not in loaded:
             loaded[tracks] = eval_data(test_root, cfg, "test", tracks, test_ids)
         data = loaded[tracks]
+        where = "data.root" if test_root is train_root else "data.test_root"
+        check_clip_matches(clip_id, data.store, data.teacher, field=where)
         hashes.append(data.store.content_hash)
         if data.teacher is not None:
             teacher_hashes.append(data.teacher.content_hash)
@@ -408,13 +461,17 @@ def run_experiment(
         for split in splits:
             path = write_predictions(work_dir / f"predictions_{task}_{split}.json", results[split])
             predictions[f"{task}_{split}"] = path
-            for name, value in score_predictions(data.gt, results[split], split, vocab, cfg).items():
-                metrics.append(Metric(task, split, name, value))
+            detection = evaluate_split(data.gt, results[split], split, vocab, cfg)
+            scores = percent_metrics(detection)
+            metrics += [Metric(task, split, name, value) for name, value in scores.items()]
+            videos += video_scores(task, split, detection)
         if cfg.eval.measure_speed:
             metrics += _speed_metrics(model, data, task, seconds)
-    artifacts = {}
+    artifacts = {"weights": _save_weights(model, work_dir)}
     if cfg.eval.stability_noise:
         artifacts["stability"] = _stability(model, test_root, cfg, work_dir)
+    sizes = {"train": len(train_set), "val": len(store.rows.rows_of_videos(val_ids))}
+    sizes |= {f"test_{tracks}": len(data.rows) for tracks, data in loaded.items()}
     return ExperimentResult(
         metrics=metrics,
         predictions=predictions,
@@ -425,7 +482,31 @@ def run_experiment(
         device=_device_name(device),
         wall_s=time.perf_counter() - started,
         artifacts=artifacts,
+        peak_rss_mb=peak_rss_mb(),
+        peak_cuda_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0,
+        split_sizes=sizes,
+        videos=videos,
     )
+
+
+WEIGHTS_FILE = "weights.pt"
+
+
+def _save_weights(model: SageModel, work_dir: Path) -> Path:
+    """The trained weights without the frozen CLIP text tower (rebuilt from the preset on load),
+    so the file holds what training changed and stays small."""
+    path = work_dir / WEIGHTS_FILE
+    torch.save(model.trainable_state(), path)
+    return path
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def _capped_test_videos(root: DatasetRoot, cfg: ExperimentConfig) -> list[str] | None:
@@ -441,9 +522,11 @@ def _build(
     test: Vocabulary,
     store: FeatureStore,
     teacher: TeacherStore | None,
-) -> SageModel:
+) -> tuple[SageModel, dict[str, Any]]:
+    """The model and the identity of its CLIP (what the stores are checked against)."""
     preds, objs = model_vocabulary(train, test)
-    clip = build_clip(cfg.model.preset, cfg.model.clip_checkpoint)
+    clip = build_clip(cfg.model.preset, cfg.model.clip_checkpoint, cfg.model.clip_quick_gelu)
+    identity = clip_identity(clip, cfg.model.preset, cfg.model.clip_checkpoint)
     return build_model(
         cfg.model,
         train,
@@ -453,15 +536,24 @@ def _build(
         clip=clip,
         predicates=preds,
         objects=objs,
-    )
+    ), identity
 
 
 def _speed_metrics(model: SageModel, data: EvalData, task: str, seconds: float) -> list[Metric]:
-    """Table 10: parameters (millions, CLIP text tower included) and video frames per second of
-    inference (model passes over every pair + association; features are precomputed offline)."""
+    """Table 10: parameters (millions, CLIP text tower included; also without its token
+    embedding) and video frames per second of inference (model passes over every pair +
+    association; features are precomputed offline), also with the teacher's descriptions of
+    the test pairs generated (:mod:`sage_model.efficiency`)."""
+    from sage_model.efficiency import fps_with_teacher, teacher_questions, tiny_teacher_seconds_per_question
+
+    questions = teacher_questions(data.store, data.rows) if data.teacher is not None else 0
+    per_question = tiny_teacher_seconds_per_question() if questions else 0.0
     return [
         Metric(task, "all", "params_m", model.parameter_count() / 1e6),
+        Metric(task, "all", "params_m_no_tok", model.parameter_count(token_embedding=False) / 1e6),
         Metric(task, "all", "fps", data.frames / max(seconds, 1e-9)),
+        Metric(task, "all", "fps_teacher", fps_with_teacher(data.frames, seconds, questions, per_question)),
+        Metric(task, "all", "teacher_qpf", questions / max(data.frames, 1)),
     ]
 
 

@@ -42,3 +42,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def gpu_device():
+    """The CUDA device for ``gpu`` tests; they skip without CUDA.
+
+    ``SAGE_GPU_TESTS_ON_CPU=1`` runs their bodies on the CPU instead (bf16 autocast is then off):
+    a check of the tests themselves on a machine without a GPU, not a GPU result.
+    """
+    import torch
+
+    if os.environ.get("SAGE_GPU_TESTS_ON_CPU") == "1":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine (gpu tests run where torch.cuda.is_available())")
+    return torch.device("cuda")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sage_model.config import ExperimentConfig
+from sage_model.records import EpochReport, ExperimentResult, Metric
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,33 +38,6 @@ seeds: {seeds}
 datasets: [vidvrd]
 resources: {{cpus: {cpus}, gpus: 0}}
 """
-
-
-@dataclass
-class Metric:
-    task: str
-    split: str
-    name: str
-    value: float
-
-
-@dataclass
-class EpochReport:
-    stage: int
-    epoch: int
-    metrics: dict[str, float]
-
-
-@dataclass
-class Result:
-    metrics: list[Metric]
-    predictions: dict[str, Path]
-    data_hash: str
-    teacher_hash: str
-    synthetic: bool
-    n_params: int
-    device: str
-    wall_s: float
 
 
 def write_study(folder: Path, name: str, layers: list[int], seeds: str = "[0]", cpus: float = 1) -> Path:
@@ -90,25 +64,25 @@ def mark(run_dir: Path, what: str, work_dir: Path, text: str = "") -> Path:
     return path
 
 
-def result_for(cfg: ExperimentConfig, work_dir: Path, on_epoch: Any, epochs: int = 2) -> Result:
+def result_for(cfg: ExperimentConfig, work_dir: Path, on_epoch: Any, epochs: int = 2) -> ExperimentResult:
     """Two epochs of curves, one prediction file and a metric that identifies the trial."""
     for epoch in range(epochs):
         on_epoch(EpochReport(1, epoch, {"train/loss": 1.0 / (epoch + 1), "val/predcls_all_map": 5.0 * epoch}))
     pred = Path(work_dir) / "predictions_predcls_all.json"
     pred.write_text("{}")
     value = float(cfg.model.prompt.insert_layer * 10 + cfg.seed)
-    return Result(
+    return ExperimentResult(
         [Metric("predcls", "all", "map", value)], {"predcls_all": pred}, "d", "t", True, 1, "cpu", 0.0
     )
 
 
-def quick_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> Result:
+def quick_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
     """Finishes at once."""
     mark(run_dir_of(work_dir), "started", work_dir)
     return result_for(cfg, work_dir, on_epoch)
 
 
-def held_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> Result:
+def held_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
     """Layer 2 finishes at once; the others wait while ``<run_dir>/HOLD`` exists (at most 5 min)."""
     run_dir = run_dir_of(work_dir)
     mark(run_dir, "started", work_dir)
@@ -118,7 +92,7 @@ def held_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = No
     return result_for(cfg, work_dir, on_epoch)
 
 
-def failing_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> Result:
+def failing_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
     """Layer 2 finishes; 3 raises on every attempt; 4 fails a real allocation (MemoryError); 5 is
     killed with SIGKILL, as the kernel's OOM killer does; 6 fails its first attempt only.
     Every attempt leaves ``marks/attempts/<trial folder>.<n>``."""
@@ -139,13 +113,30 @@ def failing_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any =
     return result_for(cfg, work_dir, on_epoch)
 
 
-def barrier_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> Result:
+def barrier_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
     """Wait until two trials run at once (at most 3 min), then finish: on a cluster of two
     one-CPU nodes that puts trials on both nodes."""
     run_dir = run_dir_of(work_dir)
     mark(run_dir, "started", work_dir)
     wait_for(lambda: len(read_marks(run_dir, "started")) >= 2, 180, "a second trial running at the same time")
     return result_for(cfg, work_dir, on_epoch)
+
+
+def held_tune_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
+    """A tuning trial (no test metrics): two epochs of ``val/predcls_all_map = 10 * alpha``. The
+    first trial of a search finishes at once; later ones wait while ``<tuning dir>/HOLD`` exists."""
+    run_dir = run_dir_of(work_dir)
+    mark(run_dir, "started", work_dir)
+    deadline = time.monotonic() + 300
+    while (
+        len(read_marks(run_dir, "started")) > 1
+        and (run_dir / "HOLD").exists()
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    for step in range(2):
+        on_epoch(EpochReport(1 + step, 1, {"val/predcls_all_map": 10 * cfg.model.loss.alpha}, step))
+    return ExperimentResult([], {}, "d", "t", True, 1, "cpu", 0.0)
 
 
 def free_port() -> int:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.report.fmt import ReportMeta
-from harness.results import MetricRow, TrialRecord, write_result
+from harness.results import MetricRow, ResultRows, TrialRecord, write_result
 from harness.spec import StudySpec, load_study
+from sage_model.records import VideoScore
 
 SWEEP_YAML = """\
 name: toy_sweep
@@ -77,6 +78,13 @@ META = ReportMeta(
 )
 """A fixed report header, so rendered output does not depend on the clock or the checkout."""
 
+TOY_CODE_VERSION = "0123456789abcdef"
+"""A fixed code version, so the golden report does not change with every edit of sage_model."""
+
+VIDEO_OFFSETS = ((-0.075, -0.025, 0.025, 0.075), (0.05, -0.05, 0.02, -0.02))
+"""Per-video AP minus the trial's mAP (fractions) for even and odd seeds; each sums to 0, so the
+per-video APs of a trial average exactly to its mAP, as the evaluator's do."""
+
 NOVEL = ("predcls", "novel", "map")
 ALL = ("predcls", "all", "map")
 
@@ -113,8 +121,11 @@ def write_trial(
     synthetic: bool = True,
     device: str = "cpu",
     dataset: str = "vidvrd",
+    videos: bool = True,
+    git_sha: str = "f" * 40,
+    config_json: str = "{}",
 ) -> Path:
-    """One trial's result file, as ``harness.trial`` would write it."""
+    """One trial's result file, as ``harness.trial`` would write it (``videos``: with per-video rows)."""
     trial_id = f"{study}-{variant.lower().replace('-', '_')}-{dataset}-s{seed}-v{version}-{finished_at[:10]}"
     record = TrialRecord(
         study=study,
@@ -124,8 +135,8 @@ def write_trial(
         dataset=dataset,
         seed=seed,
         config_hash="0" * 64,
-        config_json="{}",
-        git_sha="f" * 40,
+        config_json=config_json,
+        git_sha=git_sha,
         git_dirty=False,
         packages={"python": "3.11"},
         hardware="test machine",
@@ -136,9 +147,25 @@ def write_trial(
         wall_s=1.0,
         finished_at=finished_at,
         mlflow_run_id="run",
+        code_version=TOY_CODE_VERSION,
     )
     rows = [MetricRow(task, split, metric, value) for (task, split, metric), value in metrics.items()]
-    return write_result(results_dir, record, rows)
+    parts = toy_videos(metrics, variant, seed) if videos else []
+    return write_result(results_dir, record, ResultRows(rows, parts))
+
+
+def toy_videos(metrics: dict[tuple[str, str, str], float], variant: str, seed: int) -> list[VideoScore]:
+    """Four test videos per mAP metric whose APs average to it (VIDEO_OFFSETS, rotated by the
+    variant so that differences between variants vary over videos); none where an AP would leave
+    [0, 1] (the superseded and stale toy trials)."""
+    turn = sum(map(ord, variant)) // 4 + seed
+    offsets = VIDEO_OFFSETS[seed % 2][turn % 4 :] + VIDEO_OFFSETS[seed % 2][: turn % 4]
+    return [
+        VideoScore(task, split, f"video{i}", value / 100 + offset, 0, 0, 1, 0.0, 0.0, 0.0)
+        for (task, split, metric), value in metrics.items()
+        if metric == "map" and 0.1 <= value / 100 <= 0.9
+        for i, offset in enumerate(offsets)
+    ]
 
 
 def write_sweep_results(results_dir: Path, *, synthetic: bool = True) -> None:

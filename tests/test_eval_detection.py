@@ -309,3 +309,36 @@ def test_vectorised_evaluator_equals_the_loop_restatement(seed: int) -> None:
     want = _reference(gt, pred)
     for name, value in want.items():
         assert got[name] == pytest.approx(value, abs=1e-12), name
+
+
+def test_per_video_parts_on_a_hand_computed_case() -> None:
+    gt = {"v1": [rel("a-p-b", 0, 10), rel("a-q-b", 0, 10)], "v2": [rel("a-p-b", 0, 10)]}
+    misses = [rel("a-r-b", 0, 10, 1.0 - i / 100) for i in range(60)]
+    pred = {
+        "v1": [rel("a-p-b", 0, 10, 0.9), rel("a-r-b", 0, 10, 0.8)],
+        "v2": [*misses, rel("a-p-b", 0, 10, 0.1)],
+    }
+    m = evaluate_relations(gt, pred)
+    v1, v2 = m.videos
+    assert (v1.video_id, v1.tp50, v1.tp100, v1.n_gt, v1.ap) == ("v1", 1, 1, 2, 0.5)
+    assert (v2.video_id, v2.tp50, v2.tp100, v2.n_gt) == ("v2", 0, 1, 1)  # its hit is ranked 61st
+    # unique triplets v1: a-p-b (hit), a-r-b (miss); v2: a-r-b (miss), a-p-b (hit)
+    assert (v1.p1, v1.p5, v1.p10) == (1.0, 0.5, 0.5)
+    assert (v2.p1, v2.p5, v2.p10) == (0.0, 0.5, 0.5)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_per_video_parts_recompute_every_metric(seed: int) -> None:
+    gt, pred = _random_case(np.random.default_rng(seed))
+    m = evaluate_relations(gt, pred)
+    parts = m.videos
+    assert [p.video_id for p in parts] == list(m.video_ap)
+    assert [p.ap for p in parts] == list(m.video_ap.values())
+    n_gt = sum(p.n_gt for p in parts)
+    assert m.mean_ap == pytest.approx(np.mean([p.ap for p in parts]), abs=1e-12)
+    assert m.rec_at_50 == pytest.approx(sum(p.tp50 for p in parts) / n_gt, rel=1e-6)  # float32 officially
+    assert m.rec_at_100 == pytest.approx(sum(p.tp100 for p in parts) / n_gt, rel=1e-6)
+    for k in (1, 5, 10):
+        assert getattr(m, f"mprec_at_{k}") == pytest.approx(
+            np.mean([getattr(p, f"p{k}") for p in parts]), abs=1e-7
+        )

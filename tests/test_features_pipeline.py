@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from sage_model.data import DatasetRoot, FeatureStore, PairDataset, load_annotation_folder
+from sage_model.data.store import ROW_COLUMNS
 from sage_model.features.extract import ExtractSettings, FeatureWorker, VideoJob
 from sage_model.features.runner import extract_split, local_map
 from sage_model.features.teacher import DESCRIPTIONS_FILE
@@ -255,6 +256,7 @@ def _cli(*args: str) -> str:
     return result.output
 
 
+@pytest.mark.slow
 def test_cli_extract_and_teacher_make_a_root_that_training_reads(
     media: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -331,7 +333,28 @@ def test_extract_on_ray_data_actors_matches_in_process(
             mapper=partial(map_videos, gpus_per_actor=1.0, actors=1), on_result=lambda s: seen.append(s["video_id"]),
         )  # fmt: skip
     assert sorted(seen) == TRAIN_IDS and report.processed == 2
-    assert report.content_hash == local.content_hash
+    # The actor runs torch on 1 thread, this process on its own count: float32 sums may differ in
+    # the last bits and flip a float16 rounding, so the content hashes may differ (they do on some
+    # x86-64 CPUs). Everything but the features is exact; the features agree to 2 float16 ulps at 1.
+    assert_same_store(
+        FeatureStore.open(tmp_path / "root" / "features" / "train" / "gt"),
+        FeatureStore.open(train_root[0] / "features" / "train" / "gt"),
+        visual_atol=1e-3,
+    )
+
+
+def assert_same_store(a: FeatureStore, b: FeatureStore, visual_atol: float) -> None:
+    """Same manifest, rows and arrays; ``visual`` (L2-normalised, float16) within ``visual_atol``."""
+    assert a.manifest == b.manifest
+    for column in ROW_COLUMNS:
+        np.testing.assert_array_equal(getattr(a.rows, column), getattr(b.rows, column), err_msg=column)
+    for name, array in a.arrays().items():
+        if name == "visual":
+            np.testing.assert_allclose(
+                array.astype(np.float32), b.visual.astype(np.float32), rtol=0, atol=visual_atol
+            )
+        else:
+            np.testing.assert_array_equal(array, b.arrays()[name], err_msg=name)
 
 
 def test_video_actors_use_gpus_only_where_the_cluster_has_them() -> None:

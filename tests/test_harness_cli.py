@@ -6,12 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from harness.cli import app
+from harness.cli.app import user_errors
 from harness.expand import expand_study
+from harness.locking import StudyLock
 from harness.results import MetricRow, TrialRecord, write_result
-from harness.runner import StudyLock
 from harness.spec import load_study
 
 STUDY = """\
@@ -50,6 +52,13 @@ def finish_all(study: Path, results_dir: Path, overrides: dict | None = None) ->
     return [t.trial_id for t in trials]
 
 
+def test_every_command_module_is_registered(project_root: Path) -> None:
+    """A module under harness/cli/ that the package does not import would be a missing command."""
+    modules = {p.stem for p in (project_root / "harness" / "cli").glob("*.py")} - {"__init__", "app"}
+    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    assert names == modules
+
+
 def test_validate_prints_trial_counts(study: Path) -> None:
     code, out = invoke("validate", str(study))
     assert code == 0
@@ -65,6 +74,44 @@ def test_validate_reports_every_bad_file_with_its_line(study: Path, tmp_path: Pa
     assert f"error: {bad}:5: variants[0] (2).overrides: model.prompt.insert_layr: unknown field" in out
 
 
+def test_validate_names_every_problem_of_a_bad_study_typo_first(tmp_path: Path) -> None:
+    """The new user's study of issue #14: a typo, no variants, no datasets, no description."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nversion: 1\nseedz: [0]\nvariants: []\n")
+    code, out = invoke("validate", str(bad))
+    lines = out.strip().splitlines()
+    assert code == 2 and len(lines) <= 8
+    assert lines[0] == f"error: {bad}:3: seedz: unknown key (did you mean 'seeds'?)"
+    for problem in ("description: Field required", "seeds: Field required", "datasets: Field required"):
+        assert any(line.startswith(f"error: {bad}:") and line.endswith(problem) for line in lines), problem
+    assert any(f"{bad}:4: variants: List should have at least 1 item" in line for line in lines)
+
+
+def test_study_errors_stop_at_eight_lines_and_count_the_rest(tmp_path: Path) -> None:
+    bad = tmp_path / "many.yaml"
+    typos = "".join(f"  train.epoch{i}: 1\n" for i in range(12))
+    bad.write_text(STUDY.replace("name: tiny", "name: many") + "base:\n" + typos)
+    code, out = invoke("validate", str(bad))
+    lines = out.strip().splitlines()
+    assert code == 2 and len(lines) == 8
+    assert lines[-1] == "error: ... and 5 more"
+    assert all("base: train.epoch" in line and "unknown field" in line for line in lines[:-1])
+
+
+def test_internal_errors_exit_1_and_point_to_debug(capsys: pytest.CaptureFixture[str]) -> None:
+    """A KeyError from our own code is a bug: not exit 2 and not worded as the user's mistake."""
+
+    @user_errors
+    def buggy() -> None:
+        raise KeyError("trial_id")
+
+    with pytest.raises(typer.Exit) as exit_info:
+        buggy()
+    assert exit_info.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("internal error: KeyError: 'trial_id'") and "rerun with --debug" in err
+
+
 def test_validate_repo_studies(project_root: Path) -> None:
     code, out = invoke("validate", "--studies-dir", str(project_root / "studies"))
     assert code == 0 and "table8_layers.yaml: 10 trials" in out
@@ -77,7 +124,7 @@ def test_run_with_everything_finished_skips_and_says_synthetic(study: Path, tmp_
     assert code == 0, out
     assert "SYNTHETIC DATA" in out and "NOT comparable" in out
     assert "tiny: 0 finished, 4 already done (skipped), 0 failed" in out
-    assert sorted(p.stem for p in (results / "tiny").glob("*.parquet")) == sorted(ids)
+    assert sorted(p.parent.name for p in (results / "tiny").glob("*/*.parquet")) == sorted(ids)
 
 
 def test_run_refuses_while_the_study_is_locked(study: Path, tmp_path: Path) -> None:

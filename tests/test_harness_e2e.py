@@ -61,15 +61,15 @@ def test_harness_run_trains_tracks_writes_and_then_skips(slice_of_table8: Path) 
 
     tracker = Tracker(f"sqlite:///{work / 'runs' / 'mlflow.db'}", work / "runs")
     experiment = tracker.client.get_experiment_by_name("table8_slice")
-    runs = tracker.runs(experiment.experiment_id)
+    runs = tracker.trial_runs(experiment.experiment_id)
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
     for run in runs:
         assert run.data.tags["synthetic"] == "true"
         assert run.data.params["model.prompt.insert_layer"] in ("2", "10")
         curve = tracker.metric_history(run.info.run_id, "train/loss")
         assert len(curve) == 2 and [m.step for m in curve] == [0, 1]  # one epoch per stage (smoke)
-        assert "predcls_all_map" in run.data.metrics
-    assert len(list((work / "results" / "table8_slice").glob("*.parquet"))) == 2
+        assert "test/predcls_all_map" in run.data.metrics and "stage" not in run.data.metrics
+    assert len(list((work / "results" / "table8_slice").glob("*/*.parquet"))) == 2
 
     # a second study beside the finished one: one schedule, the finished one skipped
     other = work / "table8_other.yaml"
@@ -82,7 +82,7 @@ def test_harness_run_trains_tracks_writes_and_then_skips(slice_of_table8: Path) 
     assert second.returncode == 0, second.stdout + second.stderr
     assert "table8_slice: 0 finished, 2 already done (skipped), 0 failed" in second.stdout
     assert "table8_other: 1 finished, 0 already done (skipped), 0 failed" in second.stdout
-    assert len(list((work / "results" / "table8_other").glob("*.parquet"))) == 1
+    assert len(list((work / "results" / "table8_other").glob("*/*.parquet"))) == 1
     assert tracker.client.get_experiment_by_name("table8_other") is not None
 
     third = harness_cli(*both, cwd=work)

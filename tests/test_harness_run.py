@@ -7,22 +7,21 @@ ask for no GPU and so never touch them.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness.locking import StudyLock, StudyLocked
 from harness.results import read_results
-from harness.runner import RunOptions, StudyLock, StudyLocked, run_studies, run_study
+from harness.runner import RunOptions, run_studies, run_study
 from harness.scheduling import ClusterInfo, trial_resources
 from sage_model.config import ExperimentConfig
+from sage_model.records import EpochReport, ExperimentResult, Metric
 
 ray = pytest.importorskip("ray")
 
@@ -47,38 +46,11 @@ resources: {{cpus: {cpus}, gpus: {gpus}}}
 """
 
 
-@dataclass
-class Metric:
-    task: str
-    split: str
-    name: str
-    value: float
-
-
-@dataclass
-class EpochReport:
-    stage: int
-    epoch: int
-    metrics: dict[str, float]
-
-
-@dataclass
-class Result:
-    metrics: list[Metric]
-    predictions: dict[str, Path]
-    data_hash: str
-    teacher_hash: str
-    synthetic: bool
-    n_params: int
-    device: str
-    wall_s: float
-
-
 def _run_dir(work_dir: Path) -> Path:
     return work_dir.parents[2]  # <run_dir>/trials/<study>/<trial_id>
 
 
-def flaky_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> Result:
+def flaky_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
     """Layer 9 fails while <run_dir>/FAIL exists; the others report two epochs and finish."""
     if cfg.model.prompt.insert_layer == 9 and (_run_dir(work_dir) / "FAIL").exists():
         raise RuntimeError("injected failure for layer 9")
@@ -89,12 +61,12 @@ def flaky_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = N
     pred = work_dir / "predcls_all.json"
     pred.write_text("{}")
     value = float(cfg.model.prompt.insert_layer + cfg.seed)
-    return Result(
+    return ExperimentResult(
         [Metric("predcls", "all", "map", value)], {"predcls_all": pred}, "d", "t", True, 1, "cpu", 0.0
     )
 
 
-def barrier_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> Result:
+def barrier_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
     """Wait until every trial of the study is running at once (or fail after 90 s)."""
     barrier = _run_dir(work_dir) / "barrier"
     barrier.mkdir(exist_ok=True)
@@ -104,15 +76,15 @@ def barrier_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any =
         if time.monotonic() > deadline:
             raise TimeoutError("the 4 trials never ran at the same time")
         time.sleep(0.1)
-    return Result([Metric("predcls", "all", "map", 1.0)], {}, "d", "t", True, 1, "cpu", 0.0)
+    return ExperimentResult([Metric("predcls", "all", "map", 1.0)], {}, "d", "t", True, 1, "cpu", 0.0)
 
 
-def where_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> Result:
+def where_experiment(cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
     """Record which (fake) GPUs the trial saw."""
     seen = _run_dir(work_dir) / "where"
     seen.mkdir(exist_ok=True)
     (seen / work_dir.name).write_text(os.environ.get("CUDA_VISIBLE_DEVICES", ""))
-    return Result([Metric("predcls", "all", "map", 1.0)], {}, "d", "t", True, 1, "cpu", 0.0)
+    return ExperimentResult([Metric("predcls", "all", "map", 1.0)], {}, "d", "t", True, 1, "cpu", 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +124,11 @@ def runs_by_status(run_dir: Path, study: str) -> Counter:
     tracker = tracker_for(run_dir)
     experiment = tracker.client.get_experiment_by_name(study)
     return Counter(
-        (r.info.run_name.split("-")[1], r.info.status) for r in tracker.runs(experiment.experiment_id)
+        (r.data.tags["variant"], r.info.status) for r in tracker.trial_runs(experiment.experiment_id)
     )
 
 
+@pytest.mark.slow
 def test_failing_trial_is_recorded_the_others_finish_and_resume_retries_it(
     tmp_path: Path, ray_with_fake_gpus: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -187,7 +160,8 @@ def test_failing_trial_is_recorded_the_others_finish_and_resume_retries_it(
     frame = read_results(options.results_dir, "flaky")
     assert sorted(frame["value"].to_list()) == [2.0, 3.0, 9.0, 10.0]
     assert runs_by_status(options.run_dir, "flaky")[("9", "FINISHED")] == 2
-    assert not (options.run_dir / "flaky.lock").exists()
+    with StudyLock(options.run_dir, "flaky"):  # released by the run
+        pass
 
     start = time.perf_counter()
     third = run_study(study, options, experiment_fn=flaky_experiment)
@@ -195,6 +169,7 @@ def test_failing_trial_is_recorded_the_others_finish_and_resume_retries_it(
     assert time.perf_counter() - start < 5  # nothing to run: no Ray, no MLflow
 
 
+@pytest.mark.slow
 def test_fractional_fake_gpus_pack_two_trials_per_gpu(
     tmp_path: Path, ray_with_fake_gpus: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,12 +183,13 @@ def test_fractional_fake_gpus_pack_two_trials_per_gpu(
     assert Counter(seen.values()) == Counter({"0": 2, "1": 2})  # 4 concurrent trials, 2 per GPU
     tracker = tracker_for(options.run_dir)
     tags = {
-        r.info.run_name: r.data.tags["cuda_visible_devices"]
-        for r in tracker.runs(tracker.ensure_experiment("gpus"))
+        r.data.tags["trial_id"]: r.data.tags["cuda_visible_devices"]
+        for r in tracker.trial_runs(tracker.ensure_experiment("gpus"))
     }
     assert tags == seen
 
 
+@pytest.mark.slow
 def test_several_studies_run_as_one_schedule_each_with_its_own_resources_and_records(
     tmp_path: Path, ray_with_fake_gpus: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -232,7 +208,9 @@ def test_several_studies_run_as_one_schedule_each_with_its_own_resources_and_rec
     assert runs_by_status(options.run_dir, "half") == Counter({("6", "FINISHED"): 2, ("8", "FINISHED"): 2})
     devices = {p.name: p.read_text() for p in (options.run_dir / "where").iterdir()}
     assert len(devices) == 6 and set(devices.values()) <= {"0", "1"}, devices  # a whole GPU or a share of one
-    assert not list(options.run_dir.glob("*.lock"))
+    for name in ("whole", "half"):  # both locks released
+        with StudyLock(options.run_dir, name):
+            pass
     again = run_studies([whole, half], options, experiment_fn=where_experiment)
     assert [o.count("skipped") for o in again] == [2, 4]
     with pytest.raises(ValueError, match="study whole is given twice"):
@@ -245,15 +223,8 @@ def test_lock_refuses_a_second_run_of_the_same_study(tmp_path: Path) -> None:
     with StudyLock(options.run_dir, "locked"):
         with pytest.raises(StudyLocked, match=rf"locked.lock is held by PID {os.getpid()}"):
             run_study(study, options, experiment_fn=flaky_experiment)
-    assert not (options.run_dir / "locked.lock").exists()
-
-
-def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
-    lock_path = tmp_path / "s.lock"
-    lock_path.write_text(json.dumps({"pid": 999_999_999, "host": socket.gethostname(), "since": "then"}))
-    with StudyLock(tmp_path, "s") as lock:
-        assert lock.held and str(os.getpid()) in lock_path.read_text()
-    assert not lock_path.exists()
+    with StudyLock(options.run_dir, "locked") as lock:  # the refused run left the lock as it was: free
+        assert lock.held
 
 
 def test_gpu_is_never_requested_from_a_cluster_without_one() -> None:

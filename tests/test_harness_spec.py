@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.expand import SMOKE_OVERRIDES, expand_study, variant_slug
-from harness.spec import apply_overrides, config_hash, load_study
+from harness.configs import SMOKE_OVERRIDES, apply_overrides, config_hash, variant_slug
+from harness.expand import expand_study
+from harness.spec import load_study
 from sage_model.config import ExperimentConfig
 
 STUDY = """\
@@ -61,7 +62,7 @@ def test_unknown_override_names_its_path_and_line(tmp_path: Path) -> None:
         load_study(write_study(tmp_path, text))
     message = str(err.value)
     assert f"toy.yaml:{line_of(text, 'fuson')}:" in message
-    assert "model.semantic.fuson" in message and "valid:" in message and "fusion" in message
+    assert "model.semantic.fuson: unknown field 'fuson' in model.semantic (did you mean 'fusion'?)" in message
 
 
 def test_out_of_range_override_names_path_and_value(tmp_path: Path) -> None:
@@ -76,7 +77,7 @@ def test_out_of_range_override_names_path_and_value(tmp_path: Path) -> None:
 def test_unknown_top_level_key_fails_with_its_line(tmp_path: Path) -> None:
     text = STUDY.format(name="toy") + "sedes: [3]\n"
     with pytest.raises(
-        ValueError, match=rf"toy.yaml:{line_of(text, 'sedes')}: sedes: Extra inputs are not permitted"
+        ValueError, match=rf"toy.yaml:{line_of(text, 'sedes')}: sedes: unknown key \(did you mean 'seeds'\?\)"
     ):
         load_study(write_study(tmp_path, text))
 
@@ -106,6 +107,13 @@ def test_reference_row_must_match_columns_and_variants(tmp_path: Path) -> None:
     text = STUDY.format(name="toy").replace('"2": [38.3]', '"3": [38.3]')
     with pytest.raises(ValueError, match=r"rows \['3'\] are not variants"):
         load_study(write_study(tmp_path, text))
+
+
+def test_table_baseline_must_be_a_variant(tmp_path: Path) -> None:
+    text = STUDY.format(name="toy").replace("  tolerance: 1.0\n", "  tolerance: 1.0\n  baseline: \"w/o SE\"\n")
+    assert load_study(write_study(tmp_path, text)).table.baseline == "w/o SE"
+    with pytest.raises(ValueError, match="table.baseline: 'Ours' is not a variant"):
+        load_study(write_study(tmp_path, text.replace('baseline: "w/o SE"', "baseline: Ours")))
 
 
 def test_cross_field_rule_sees_all_overrides_together() -> None:
@@ -169,7 +177,7 @@ def test_every_study_in_the_repo_validates(project_root: Path) -> None:
     assert paths, "no studies found"
     for path in paths:
         spec = load_study(path)
-        assert len(spec.trials()) == len(spec.variants) * len(spec.datasets) * len(spec.seeds)
+        assert len(expand_study(spec)) == len(spec.variants) * len(spec.datasets) * len(spec.seeds)
 
 
 def test_table8_reference_is_the_papers(project_root: Path, shared_dir: Path) -> None:
@@ -179,4 +187,14 @@ def test_table8_reference_is_the_papers(project_root: Path, shared_dir: Path) ->
     assert [c.name for c in spec.table.columns] == paper["columns"]
     assert spec.table.reference == {str(k): v for k, v in paper.items() if k != "columns"}
     assert [v.name for v in spec.variants] == ["2", "4", "6", "8", "10"]
-    assert [t.config.model.prompt.insert_layer for t in spec.trials()[::2]] == [2, 4, 6, 8, 10]
+    assert [t.config.model.prompt.insert_layer for t in expand_study(spec)[::2]] == [2, 4, 6, 8, 10]
+
+
+def test_column_metric_must_be_in_the_catalogue_and_gets_a_suggestion(tmp_path: Path) -> None:
+    text = STUDY.format(name="toy").replace("metric: map}", "metric: mAP}")
+    where = rf"toy.yaml:{line_of(text, 'metric: mAP')}: table.columns\[0\].metric"
+    with pytest.raises(ValueError, match=rf"{where}: unknown metric 'mAP' \(did you mean 'map'\?\)"):
+        load_study(write_study(tmp_path, text))
+    spec = load_study(write_study(tmp_path))
+    assert spec.table is not None and spec.table.columns[0].info.display == "mAP"
+    assert not spec.table.columns[0].efficiency

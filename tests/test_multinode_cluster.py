@@ -159,7 +159,7 @@ def test_a_study_runs_on_both_nodes_and_every_result_reaches_the_driver(
         assert driver.returncode == 0, (driver.stdout + driver.stderr)[-4000:]
         report = json.loads(driver.stdout.split("OUTCOME ", 1)[1])
         tracker = Tracker(server.uri, runs)
-        mlflow_runs = tracker.runs(tracker.client.get_experiment_by_name("twonode").experiment_id)
+        mlflow_runs = tracker.trial_runs(tracker.client.get_experiment_by_name("twonode").experiment_id)
 
     nodes = report["nodes"]
     assert len(nodes) == 2
@@ -174,7 +174,7 @@ def test_a_study_runs_on_both_nodes_and_every_result_reaches_the_driver(
     frame = read_results(results, "twonode")  # the driver wrote every result, in one place
     assert sorted(frame["trial_id"].to_list()) == sorted(t[0] for t in trials)
     assert sorted(frame["value"].to_list()) == [20.0, 21.0, 40.0, 41.0]
-    assert {r.info.run_name: (r.info.status, r.data.tags["ray_node_id"]) for r in mlflow_runs} == {
+    assert {r.data.tags["trial_id"]: (r.info.status, r.data.tags["ray_node_id"]) for r in mlflow_runs} == {
         trial_id: ("FINISHED", node) for trial_id, _, node, _ in trials
     }
     assert report["tracking_errors"] == []

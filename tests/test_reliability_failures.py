@@ -63,7 +63,7 @@ def test_failures_are_recorded_retried_once_and_the_rest_finish(
     frame = read_results(options.results_dir, "failing")
     assert sorted(frame["variant"].to_list()) == ["2", "6"]
     tracker = Tracker(f"sqlite:///{options.run_dir}/mlflow.db", options.run_dir)
-    runs = {r.info.run_name.split("-")[1]: r for r in tracker.runs(tracker.ensure_experiment("failing"))}
+    runs = {r.data.tags["variant"]: r for r in tracker.trial_runs(tracker.ensure_experiment("failing"))}
     assert {v: r.info.status for v, r in runs.items()} == {
         "2": "FINISHED", "3": "FAILED", "4": "FAILED", "5": "FAILED", "6": "FINISHED",
     }  # fmt: skip

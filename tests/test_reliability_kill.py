@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.locking import StudyLock
 from harness.results import read_results
 from harness.tracking import Tracker
 from tests.reliability_support import (
@@ -64,7 +65,7 @@ def _runs(runs: Path, study: str) -> Counter:
     tracker = Tracker(f"sqlite:///{runs}/mlflow.db", runs)
     experiment = tracker.client.get_experiment_by_name(study)
     return Counter(
-        (r.info.run_name.split("-")[1], r.info.status) for r in tracker.runs(experiment.experiment_id)
+        (r.data.tags["variant"], r.info.status) for r in tracker.trial_runs(experiment.experiment_id)
     )
 
 
@@ -78,7 +79,7 @@ def test_second_run_is_refused_and_a_sigkilled_study_completes_exactly_once(tmp_
         wait_for(
             lambda: (
                 len(read_marks(runs, "started")) == 3
-                and len(list((results / "killed").glob("*.parquet"))) == 1
+                and len(list((results / "killed").glob("*/*.parquet"))) == 1
                 or first.poll() is not None
             ),
             600,
@@ -105,7 +106,7 @@ def test_second_run_is_refused_and_a_sigkilled_study_completes_exactly_once(tmp_
 
     # Ray's processes share the driver's fate: no trial keeps computing after the kill.
     wait_for(lambda: not child_pids_alive(workers), 120, f"trial processes {workers} to exit")
-    assert (runs / "killed.lock").exists()  # left behind, as by any SIGKILL
+    assert (runs / "killed.lock.info").exists()  # the holder's PID is left behind, as by any SIGKILL
     assert _runs(runs, "killed") == Counter({("2", "FINISHED"): 1, ("4", "RUNNING"): 1, ("6", "RUNNING"): 1})
     stale_tmp = results / "killed" / ".killed-4-vidvrd-s0-0000000000.x1y2z3.tmp"
     stale_tmp.write_bytes(b"PAR1 half a parquet file")  # what a writer killed mid-write leaves
@@ -118,8 +119,9 @@ def test_second_run_is_refused_and_a_sigkilled_study_completes_exactly_once(tmp_
     frame = read_results(results, "killed")
     assert sorted(Counter(frame["trial_id"].to_list()).values()) == [1, 1, 1]
     assert sorted(frame["value"].to_list()) == [20.0, 40.0, 60.0]
-    files = sorted(p.name for p in (results / "killed").iterdir())
-    assert files == sorted(f"{t}.parquet" for t in frame["trial_id"].to_list()), files
+    folder = results / "killed"
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert [f.split("/")[0] for f in files] == sorted(frame["trial_id"].to_list()), files  # no temp file left
     assert _runs(runs, "killed") == Counter(
         {
             ("2", "FINISHED"): 1,
@@ -129,4 +131,6 @@ def test_second_run_is_refused_and_a_sigkilled_study_completes_exactly_once(tmp_
             ("6", "FINISHED"): 1,
         }
     )
-    assert not (runs / "killed.lock").exists()
+    assert not (runs / "killed.lock.info").exists()  # the rerun took the lock (no takeover needed)
+    with StudyLock(runs, "killed"):  # and released it
+        pass

@@ -20,16 +20,19 @@ from harness.cli import app
 from harness.preflight import PreflightError
 from harness.results import read_results
 from harness.runner import RunOptions, run_study
+from harness.spec import load_study
 from harness.tracking import Tracker
 from tests.reliability_support import (
     MlflowServer,
     held_experiment,
+    held_tune_experiment,
     mlflow_server,
     quick_experiment,
     read_marks,
     wait_for,
     write_study,
 )
+from tests.tune_support import write_tune_study
 
 pytestmark = pytest.mark.slow  # real processes, Ray and MLflow servers: about a minute or more
 
@@ -57,7 +60,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
 
 
 def _layer_2_closed(server: MlflowServer, runs: Path, experiment_id: str) -> bool:
-    finished = [r for r in Tracker(server.uri, runs).runs(experiment_id) if r.info.status == "FINISHED"]
+    finished = [r for r in Tracker(server.uri, runs).trial_runs(experiment_id) if r.info.status == "FINISHED"]
     return len(read_marks(runs, "started")) == 2 and len(finished) == 1
 
 
@@ -81,7 +84,7 @@ def test_server_stopped_mid_study_costs_no_result(
     assert shown.exit_code == 0, shown.output  # a server already serves the UI: just say where
     assert (
         shown.output.strip()
-        == f"tracked: {server.uri}/#/experiments/{experiment_id}/runs (served by the tracking server)"
+        == f"tracked: {server.uri}/#/experiments/{experiment_id}/runs?workflowType=machine_learning (served by the tracking server)"
     )
 
     runs.mkdir()
@@ -102,9 +105,73 @@ def test_server_stopped_mid_study_costs_no_result(
     assert any("Connection refused" in e or "Max retries exceeded" in e for e in outcome.tracking_errors)
 
     stored = Tracker(f"sqlite:///{server.db}", runs)  # what the server kept, read from its file
-    kept = {r.info.run_name.split("-")[1]: r for r in stored.runs(experiment_id)}
-    assert kept["2"].info.status == "FINISHED" and kept["2"].data.metrics["predcls_all_map"] == 20.0
+    kept = {r.data.tags["variant"]: r for r in stored.trial_runs(experiment_id)}
+    assert kept["2"].info.status == "FINISHED" and kept["2"].data.metrics["test/predcls_all_map"] == 20.0
     assert kept["4"].info.status == "RUNNING"  # its end could not be logged: reported, not hidden
+
+
+def test_tune_with_the_server_stopped_mid_search_finishes_its_trials(
+    tmp_path: Path, local_ray: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`harness tune` records through the same guarded recorder as `run`: the server going down
+    after the first trial costs MLflow runs, never a trial of the search."""
+    from harness.tuning import TuneOptions, open_existing, tune_study, tuning_dir
+
+    study = write_tune_study(tmp_path, "tunedown", trials=3, pruner="none")
+    runs = tmp_path / "runs"
+    hold = tuning_dir(runs, "tunedown") / "HOLD"
+    hold.parent.mkdir(parents=True)
+    hold.touch()
+    with mlflow_server(tmp_path / "mlflow") as server:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+
+        def stop_after_the_first_trial() -> None:
+            tracker = Tracker(server.uri, runs)
+
+            def first_closed() -> bool:
+                found = tracker.client.get_experiment_by_name("tunedown-tuning")
+                done = found and [
+                    r for r in tracker.trial_runs(found.experiment_id) if r.info.status == "FINISHED"
+                ]
+                return bool(done) and len(read_marks(hold.parent, "started")) == 2
+
+            wait_for(first_closed, 600, "the first trial closed, the second running", 1.0)
+            server.stop()
+            hold.unlink()
+
+        stopper = threading.Thread(target=stop_after_the_first_trial, daemon=True)
+        stopper.start()
+        outcome = tune_study(
+            study,
+            TuneOptions(run_dir=runs, reports_dir=tmp_path / "reports"),
+            experiment_fn=held_tune_experiment,
+        )
+        stopper.join(timeout=60)
+        assert server.process.poll() is not None, "the server was not stopped during the search"
+
+    assert outcome.exit_code == 0 and (outcome.complete, outcome.failed_now) == (3, []), outcome
+    trials = open_existing(load_study(study), runs).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert outcome.tracking_errors, "the lost tracking calls must be reported"
+    stored = Tracker(f"sqlite:///{server.db}", runs)  # what the server kept
+    experiment = stored.client.get_experiment_by_name("tunedown-tuning")
+    kept = {r.data.tags["optuna_trial"]: r for r in stored.trial_runs(experiment.experiment_id)}
+    assert kept["0"].info.status == "FINISHED" and kept["0"].data.tags["optuna_state"] == "COMPLETE"
+    assert kept["0"].data.metrics["objective"] == pytest.approx(trials[0].value)
+    assert kept["1"].info.status == "RUNNING"  # its end could not be logged: reported, not hidden
+    # a search records like `harness run`: a parent run, MLflow's source tags, config, study file, dataset
+    first = kept["0"]
+    parent = stored.client.get_run(first.data.tags["mlflow.parentRunId"])
+    assert parent.info.run_name.startswith("tunedown · ") and parent.data.tags["harness.role"] == "study"
+    assert first.info.run_name == "t0 · tunedown" and first.data.tags["mlflow.source.name"] == "harness tune"
+    assert first.data.tags["mlflow.source.git.commit"] == parent.data.tags["mlflow.source.git.commit"]
+    assert {"config.json", "tunedown.yaml", "trial.log"} <= {
+        a.path for a in stored.client.list_artifacts(first.info.run_id)
+    }
+    assert [d.dataset.digest for d in first.inputs.dataset_inputs] == ["d"]
+    assert "stage" not in first.data.metrics and [
+        m.step for m in stored.metric_history(first.info.run_id, "val/predcls_all_map")
+    ] == [0, 1]
 
 
 def test_server_down_from_the_start_runs_untracked(
@@ -146,4 +213,4 @@ def test_strict_tracking_refuses_to_start_without_the_server(
     assert [line for line in result.output.splitlines() if line.startswith("error:")] == [
         f"error: --strict-tracking: {server.uri} is unreachable ([Errno 111] Connection refused)"
     ]
-    assert not (options.run_dir / "trials").exists() and not list(options.results_dir.glob("*/*.parquet"))
+    assert not (options.run_dir / "trials").exists() and not list(options.results_dir.rglob("*.parquet"))

@@ -29,6 +29,7 @@ def _has_colour(image: np.ndarray, rgb: np.ndarray, min_pixels: int) -> bool:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+@pytest.mark.slow
 def test_html_report_renders_in_headless_chromium(tmp_path, project_root):
     sweep, efficiency = load_toy_studies(tmp_path / "studies")
     write_sweep_results(tmp_path / "results")

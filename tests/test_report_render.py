@@ -7,25 +7,29 @@ Regenerate the golden files after a deliberate layout change with
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import re
 from html import escape
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.report.fmt import SYNTHETIC_BANNER
-from harness.report.paper import parse_formats, write_paper_tables
+from harness.report.paper import load_results, parse_formats, write_paper_tables
 from harness.report.render_html import render_html
 from harness.report.render_md import render_markdown
 from harness.report.tables import build_paper_table
 from harness.results import read_results
 from tests.report_data import (
+    ALL,
     EFFICIENCY_YAML,
     META,
     SWEEP_YAML,
+    TOY_CODE_VERSION,
     load_toy_studies,
     write_efficiency_results,
     write_study,
@@ -42,8 +46,9 @@ def toy(tmp_path):
     sweep, efficiency = load_toy_studies(tmp_path / "studies")
     write_sweep_results(tmp_path / "results")
     write_efficiency_results(tmp_path / "results", devices=("cpu", "cuda:0"))
-    frame = read_results(tmp_path / "results")
-    return [build_paper_table(frame, sweep), build_paper_table(frame, efficiency)], [sweep, efficiency], frame
+    frame, videos = load_results(tmp_path / "results")
+    tables = [build_paper_table(frame, sweep, videos), build_paper_table(frame, efficiency, videos)]
+    return tables, [sweep, efficiency], frame
 
 
 def assert_golden(name: str, text: str) -> None:
@@ -130,8 +135,46 @@ def test_html_is_self_contained_with_embedded_png_plots(toy, tmp_path):
 
 def test_unknown_format_is_rejected_with_the_valid_ones():
     assert parse_formats("html, md,html") == ("html", "md")
-    with pytest.raises(ValueError, match="pdf not in md, html"):
+    with pytest.raises(ValueError, match="pdf not in md, html, csv, tex"):
         parse_formats("md,pdf")
+
+
+def test_csv_has_one_row_per_cell_with_intervals_and_differences(toy, tmp_path):
+    tables, specs, frame = toy
+    out = tmp_path / "reports"
+    videos = load_results(tmp_path / "results")[1]
+    write_paper_tables(
+        specs, frame, out, formats=("csv",), meta=META, runs_dir=tmp_path / "runs", videos=videos
+    )
+    cells = pl.read_csv(out / "paper_tables.csv", schema_overrides={"variant": pl.String})
+    required = "study variant column mean ci_low ci_high n_seeds n_videos paper diff_vs_baseline"
+    assert set(f"{required} diff_ci_low diff_ci_high p_value significant".split()) <= set(cells.columns)
+    assert cells.height == sum(len(row.cells) for t in tables for row in t.rows)  # 6 + 4
+    two = cells.filter((pl.col("variant") == "2") & (pl.col("column") == "all_predcls")).row(0, named=True)
+    table = tables[0]
+    cell = next(c for r in table.rows if r.variant == "2" for c in r.cells if c.column == "all_predcls")
+    assert (two["mean"], two["paper"], two["n_seeds"], two["n_videos"]) == (38.0, 38.0, 2, 4)
+    assert two["ci_low"] == pytest.approx(cell.interval.low) and two["ci_high"] == pytest.approx(
+        cell.interval.high
+    )
+    assert two["diff_vs_baseline"] == pytest.approx(1.5) and two["baseline"] == "6"
+    assert two["p_value"] == pytest.approx(cell.vs_baseline.p_value) and two["significant"] is False
+    assert not any(written.suffix == ".md" for written in out.iterdir())
+
+
+def test_tex_is_a_booktabs_table_per_study_with_marks(toy, tmp_path):
+    _, specs, frame = toy
+    out = tmp_path / "reports"
+    videos = load_results(tmp_path / "results")[1]
+    write_paper_tables(
+        specs, frame, out, formats=("tex",), meta=META, runs_dir=tmp_path / "runs", videos=videos
+    )
+    tex = (out / "paper_tables.tex").read_text()
+    assert tex.count(r"\toprule") == 2 and tex.count(r"\bottomrule") == 2
+    assert r"\label{tab:toy\_sweep}" in tex
+    # mean, half the 95% interval, the paper's value beneath
+    assert r"\shortstack[r]{38.00$\pm$7.16\\ \scriptsize(38.00)}" in tex
+    assert "Synthetic data: not comparable to the paper." in tex
 
 
 def _cli(tmp_path: Path, *args: str):
@@ -181,3 +224,21 @@ def test_cli_without_paper_tables_or_with_an_unknown_study_is_a_user_error(tmp_p
     assert result.exit_code == 2 and "pass --paper-tables" in result.output
     result = _cli(tmp_path, "table99_nothing")
     assert result.exit_code == 2 and "table99_nothing: no such study" in result.output
+
+
+def test_the_report_names_its_commits_and_warns_when_they_differ(tmp_path):
+    sweep, _ = load_toy_studies(tmp_path / "studies")
+    write_trial(tmp_path / "results", "toy_sweep", "2", 0, {ALL: 37.5}, version=2, git_sha="a" * 40)
+    write_trial(tmp_path / "results", "toy_sweep", "6", 0, {ALL: 36.0}, version=2, git_sha="b" * 40)
+    frame, videos = load_results(tmp_path / "results")
+    table = build_paper_table(frame, sweep, videos)
+    same = dataclasses.replace(META, code_version=TOY_CODE_VERSION)
+    md = render_markdown([table], same, {})
+    assert (
+        f"Numbers from commit aaaaaaaaaaaa (1 trial), bbbbbbbbbbbb (1 trial), code {TOY_CODE_VERSION}." in md
+    )
+    assert "WARNING: the trials of this table ran from 2 different commits." in md
+    assert "other code than this checkout's" not in md
+    other = dataclasses.replace(META, code_version="fedcba9876543210")
+    warning = "WARNING: numbers computed by other code than this checkout's (code fedcba9876543210)"
+    assert escape(warning) in render_html([table], other, {})

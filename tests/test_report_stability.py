@@ -84,6 +84,7 @@ def test_class_aware_classifier_does_not_move_under_visual_noise(clip):
     assert all(c == pytest.approx(1.0, abs=1e-5) for c in cosines.values())
 
 
+@pytest.mark.slow
 def test_image_conditional_classifier_moves_with_the_noise(clip):
     cosines = features(clip, "image_cond").mean_cosine_to_clean()
     assert cosines[0.0] == pytest.approx(1.0, abs=1e-5)
@@ -96,6 +97,7 @@ def test_the_analysis_needs_the_stage_two_classifier(clip):
         classifier_features_under_noise(model, batch(), pick_classes(5, 2), LEVELS)
 
 
+@pytest.mark.slow
 def test_stability_file_round_trips_and_tsne_is_reproducible(clip, tmp_path):
     feats = features(clip, "image_cond")
     loaded = load_stability(save_stability(tmp_path / "s.npz", feats))
@@ -106,6 +108,7 @@ def test_stability_file_round_trips_and_tsne_is_reproducible(clip, tmp_path):
     np.testing.assert_allclose(xy, tsne_2d(loaded.features, seed=0))
 
 
+@pytest.mark.slow
 def test_report_draws_the_tsne_from_the_trials_files_and_notes_what_is_missing(clip, tmp_path):
     spec = load_study(write_study(tmp_path / "studies", STABILITY_YAML))
     assert wants_stability(spec)

@@ -6,15 +6,21 @@ import math
 
 import pytest
 
-from harness.report.tables import (
-    PaperTable,
-    average_ranks,
-    build_paper_table,
-    kendall_tau_b,
-    spearman,
-)
+from harness.report.paper import load_results
+from harness.report.stats import holm
+from harness.report.tables import PaperTable, baseline_variant, build_paper_table
 from harness.results import read_results
-from tests.report_data import load_toy_studies, write_efficiency_results, write_sweep_results
+from harness.spec import load_study
+from tests.report_data import (
+    ALL,
+    SWEEP_YAML,
+    TOY_CODE_VERSION,
+    load_toy_studies,
+    write_efficiency_results,
+    write_study,
+    write_sweep_results,
+    write_trial,
+)
 
 
 @pytest.fixture()
@@ -123,19 +129,59 @@ def test_no_results_means_every_trial_missing_and_headlines_fail(tmp_path):
     assert len(table.check_failures()) == 3  # the headline column, one per variant
 
 
-def test_average_ranks_share_ties():
-    assert average_ranks([10.0, 30.0, 20.0, 20.0]) == [1.0, 4.0, 2.5, 2.5]
+def toy_with_videos(tmp_path):
+    sweep, _ = load_toy_studies(tmp_path / "studies")
+    write_sweep_results(tmp_path / "results")
+    frame, videos = load_results(tmp_path / "results")
+    return build_paper_table(frame, sweep, videos)
 
 
-def test_spearman_and_kendall_on_hand_computed_cases():
-    x, y = [1.0, 2.0, 2.0, 3.0], [1.0, 3.0, 2.0, 4.0]
-    assert spearman(x, y) == pytest.approx(4.5 / math.sqrt(4.5 * 5.0))
-    assert kendall_tau_b(x, y) == pytest.approx(5 / math.sqrt(6 * 5))
-    assert spearman([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
-    assert kendall_tau_b([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+def test_cells_get_intervals_around_their_mean_from_the_per_video_rows(tmp_path):
+    table = toy_with_videos(tmp_path)
+    c = cell(table, "6", "all_predcls")
+    assert c.interval is not None and c.interval.value == pytest.approx(c.ours.mean)
+    assert c.interval.low < c.ours.mean < c.interval.high
+    assert (c.interval.n_seeds, c.interval.n_videos) == (2, 4)
+    assert cell(table, "10", "novel_predcls").interval is None  # no value at all
+    assert table.interval_note is None
 
 
-def test_correlations_are_undefined_for_constant_or_tiny_inputs():
-    assert spearman([1.0], [2.0]) is None
-    assert spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None
-    assert kendall_tau_b([2.0, 2.0], [1.0, 3.0]) is None
+def test_rows_are_compared_with_the_default_model_and_paired_over_seeds(tmp_path):
+    table = toy_with_videos(tmp_path)
+    assert table.baseline == "6"  # insert_layer 6 is the config default: the paper's full model
+    c = cell(table, "2", "all_predcls")
+    assert c.paper_gap == pytest.approx(38.0 - 39.0)
+    assert c.vs_baseline.value == pytest.approx(38.0 - 36.5)  # both seeds of both rows
+    assert c.vs_baseline.low < c.vs_baseline.value < c.vs_baseline.high
+    assert cell(table, "6", "all_predcls").vs_baseline is None
+    ten = cell(table, "10", "all_predcls").vs_baseline
+    assert ten.n_seeds == 1 and ten.value == pytest.approx(38.4 - 36.0)  # seed 0 only: 10 lacks seed 1
+    diffs = [c.vs_baseline for row in table.rows for c in row.cells if c.vs_baseline is not None]
+    assert [d.p_holm for d in diffs] == pytest.approx(holm([d.p_value for d in diffs]))
+
+
+def test_table_baseline_overrides_the_default(tmp_path):
+    text = SWEEP_YAML.replace("  tolerance: 1.0\n", '  tolerance: 1.0\n  baseline: "2"\n')
+    spec = load_study(write_study(tmp_path / "other", text))
+    assert baseline_variant(spec) == "2"
+    write_sweep_results(tmp_path / "results")
+    frame, videos = load_results(tmp_path / "results")
+    table = build_paper_table(frame, spec, videos)
+    assert cell(table, "6", "all_predcls").vs_baseline.value == pytest.approx(36.5 - 38.0)
+
+
+def test_trials_without_per_video_rows_have_no_interval_and_the_table_says_why(tmp_path):
+    sweep, _ = load_toy_studies(tmp_path / "studies")
+    for seed, value in ((0, 37.0), (1, 39.0)):
+        write_trial(tmp_path / "results", "toy_sweep", "2", seed, {ALL: value}, version=2, videos=seed == 0)
+    frame, videos = load_results(tmp_path / "results")
+    table = build_paper_table(frame, sweep, videos)
+    c = cell(table, "2", "all_predcls")
+    assert c.ours.n == 2 and c.interval is None  # per-video rows for one of its two seeds only
+    assert table.interval_note.startswith("1 of 2 trial(s) have no per-video results")
+
+
+def test_provenance_counts_trials_per_commit_and_code_version(tmp_path):
+    table = toy_with_videos(tmp_path)
+    assert table.provenance.trials_by_sha == (("f" * 40, 5),)
+    assert table.provenance.code_versions == (TOY_CODE_VERSION,)

@@ -81,6 +81,7 @@ def state(model: SageModel) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.trainable_state().items()}
 
 
+@pytest.mark.slow
 def test_same_seed_on_cpu_gives_identical_numbers(clip):
     a, sa = run(clip)
     b, sb = run(clip)
@@ -94,7 +95,7 @@ def test_same_seed_on_cpu_gives_identical_numbers(clip):
 def test_every_epoch_of_both_stages_is_reported_through_the_callback(clip):
     reports: list[EpochReport] = []
     _, summary = run(clip, on_epoch=reports.append)
-    assert [(r.stage, r.epoch) for r in reports] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [(r.stage, r.epoch, r.step) for r in reports] == [(1, 1, 0), (1, 2, 1), (2, 1, 2), (2, 2, 3)]
     assert reports == summary.history
     assert {"train/loss", "train/l_rel", "train/l_kg", "train/lr", "train/samples_per_s"} <= set(
         reports[0].metrics
@@ -107,6 +108,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_numbers_of_an_uninterrupted_one(clip, tmp_path):
     reference, ref_summary = run(clip, tmp_path / "a")
 
@@ -121,8 +123,12 @@ def test_an_interrupted_run_resumes_to_the_numbers_of_an_uninterrupted_one(clip,
         work = tmp_path / f"b{crash}"
         with pytest.raises(Interrupt):
             run(clip, work, on_epoch=crash_at(*crash))
-        resumed, summary = run(clip, work)
+        after: list[EpochReport] = []
+        resumed, summary = run(clip, work, on_epoch=after.append)
         assert summary.resumed_from is not None
+        # the curves go on where the checkpoint left them (the crashed epoch is redone)
+        assert [r.step for r in after] == list(range(3 if crash == (2, 2) else 1, 4))
+        assert [r.step for r in summary.history] == [0, 1, 2, 3]
         assert [r.metrics["train/loss"] for r in summary.history] == [
             r.metrics["train/loss"] for r in ref_summary.history
         ]

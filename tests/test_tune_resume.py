@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from harness.tracking import Tracker
 from harness.tuning import close_stale_runs, count_finished, fail_stale_trials
+
+pytestmark = pytest.mark.slow  # a killed search resumed against a real MLflow store: tens of seconds
 
 SPACE = {"model.loss.alpha": FloatDistribution(0.01, 10.0, log=True)}
 

@@ -15,58 +15,25 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sage_model.records import EpochReport, ExperimentResult
+from tests.tune_support import LOSS_WEIGHTS, write_tune_study
+
 pytestmark = pytest.mark.slow
 
 # Ray workers import this module to unpickle `scripted_experiment`: keep top-level imports light.
-
-STUDY = """\
-name: {name}
-version: 1
-description: "tuning test"
-base:
-  train.stage1_epochs: {epochs}
-  train.stage2_epochs: {epochs}
-  train.val_fraction: 0.25
-  data.synthetic_videos: 4
-variants:
-  - name: full
-    overrides: {{}}
-seeds: [0]
-datasets: [vidvrd]
-resources: {{cpus: 1, gpus: 0}}
-tune:
-{space}
-  objective: {{metric: val/predcls_all_map, direction: maximize}}
-  trials: {trials}
-  max_concurrent: {concurrent}
-  sampler_seed: 0
-  startup_trials: {startup}
-  pruner: median
-"""
-
-LOSS_WEIGHTS = """\
-  space:
-    model.loss.alpha: {low: 0.01, high: 10.0}
-    model.loss.beta: {low: 0.01, high: 10.0}
-    model.loss.gamma: {low: 0.01, high: 10.0}"""
 
 
 def write_study(
     folder: Path, name: str, space: str, trials: int, concurrent: int, startup: int, epochs: int = 1
 ) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(
-        STUDY.format(
-            name=name, space=space, trials=trials, concurrent=concurrent, startup=startup, epochs=epochs
-        )
+    return write_tune_study(
+        folder, name, space=space, trials=trials, concurrent=concurrent, startup=startup, epochs=epochs
     )
-    return path
 
 
 def count_complete(db: Path) -> int:
@@ -80,13 +47,13 @@ def count_complete(db: Path) -> int:
         return 0
 
 
-def mlflow_runs(run_dir: Path, experiment: str) -> list[Any]:
+def mlflow_runs(run_dir: Path, experiment: str, *, trials_only: bool = False) -> list[Any]:
     from harness.tracking import Tracker
 
     tracker = Tracker(f"sqlite:///{run_dir.resolve()}/mlflow.db", run_dir)
     found = tracker.client.get_experiment_by_name(experiment)
     assert found is not None, f"no MLflow experiment {experiment}"
-    return tracker.runs(found.experiment_id)
+    return (tracker.trial_runs if trials_only else tracker.runs)(found.experiment_id)
 
 
 def test_killed_search_resumes_to_exactly_n_distinct_finished_trials(
@@ -157,8 +124,14 @@ def test_killed_search_resumes_to_exactly_n_distinct_finished_trials(
     assert (reports / "tune_resume.md").is_file() and (reports / "tune_resume_history.png").is_file()
 
     runs = mlflow_runs(run_dir, "tune_resume-tuning")
-    finished_runs = [r for r in runs if r.info.status == "FINISHED"]
+    parents = {r.info.run_id: r for r in runs if r.data.tags.get("harness.role") == "study"}
+    assert sorted(r.info.status for r in parents.values()) == ["FINISHED", "KILLED"]  # one per search
+    finished_runs = [r for r in runs if r.info.status == "FINISHED" and r.info.run_id not in parents]
     assert len(finished_runs) == n
+    for run in runs:
+        if run.info.run_id not in parents:
+            assert run.data.tags["mlflow.parentRunId"] in parents
+            assert run.info.run_name == f"t{run.data.tags['optuna_trial']} · tune_resume"
     assert {r.data.tags["optuna_trial"] for r in finished_runs} == {str(t.number) for t in finished}
     for run in finished_runs:
         assert {"model.loss.alpha", "model.loss.beta", "model.loss.gamma", "train.val_fraction"} <= set(
@@ -171,29 +144,10 @@ def test_killed_search_resumes_to_exactly_n_distinct_finished_trials(
 # --- pruning with a scripted objective -------------------------------------------------------
 
 
-@dataclass
-class EpochReport:
-    stage: int
-    epoch: int
-    metrics: dict[str, float]
-
-
-@dataclass
-class Result:
-    metrics: list[Any]
-    predictions: dict[str, Path]
-    data_hash: str
-    teacher_hash: str
-    synthetic: bool
-    n_params: int
-    device: str
-    wall_s: float
-
-
 EPOCHS = 4
 
 
-def scripted_experiment(cfg: Any, *, work_dir: Path, on_epoch: Any = None) -> Result:
+def scripted_experiment(cfg: Any, *, work_dir: Path, on_epoch: Any = None) -> ExperimentResult:
     """Reports ``10 * alpha`` as the validation objective for 4 epochs; leaves a file per epoch
     it actually ran, so the test sees where a pruned trial stopped."""
     assert cfg.train.stage1_epochs + cfg.train.stage2_epochs == EPOCHS  # the driver knows the schedule
@@ -202,7 +156,7 @@ def scripted_experiment(cfg: Any, *, work_dir: Path, on_epoch: Any = None) -> Re
         on_epoch(
             EpochReport(1 if epoch <= 2 else 2, epoch, {"val/predcls_all_map": 10 * cfg.model.loss.alpha})
         )
-    return Result([], {}, "d", "t", True, 1, "cpu", 0.0)
+    return ExperimentResult([], {}, "d", "t", True, 1, "cpu", 0.0)
 
 
 def test_weak_trials_are_pruned_at_the_epoch_that_condemned_them(
@@ -244,6 +198,6 @@ def test_weak_trials_are_pruned_at_the_epoch_that_condemned_them(
             assert trial.state.name == "COMPLETE" and ran == EPOCHS
     tags = {
         r.data.tags["optuna_trial"]: r.data.tags.get("optuna_state")
-        for r in mlflow_runs(run_dir, "tune_prune-tuning")
+        for r in mlflow_runs(run_dir, "tune_prune-tuning", trials_only=True)
     }
     assert {tags[str(t.number)] for t in pruned} == {"PRUNED"}

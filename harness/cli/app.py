@@ -9,6 +9,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
+import click
 import typer
 
 app = typer.Typer(
@@ -38,18 +39,42 @@ def _root(
 
 
 def user_errors(func: F) -> F:
-    """Turn user-input exceptions into a one-line message on stderr and exit code 2."""
+    """User-input errors become their message on stderr and exit code 2; anything else is a bug.
+
+    A user error (``UserError``, ``ValueError``, ``FileNotFoundError``, ``PermissionError``) prints
+    every line of its message (a study error names each problem on its own line). Any other
+    exception (a ``KeyError`` or ``TypeError`` from our own code) is not dressed up as the user's
+    fault: one line saying it is an internal error, exit code 1, ``--debug`` for the traceback.
+    Other ``OSError``s (disk, network) exit 1 with their message.
+    """
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (UserError, ValueError, FileNotFoundError, KeyError, PermissionError) as exc:
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # the command's own exit, not an error
+        except (UserError, ValueError, FileNotFoundError, PermissionError) as exc:
             if _DEBUG["on"]:
                 raise
-            message = str(exc) if not isinstance(exc, KeyError) else f"missing key {exc}"
-            typer.echo(f"error: {message.splitlines()[0] if message else type(exc).__name__}", err=True)
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                typer.echo(f"error: {line}", err=True)
             raise typer.Exit(code=2) from None
+        except OSError as exc:  # the machine's fault (disk, network), neither the user's nor ours
+            if _DEBUG["on"]:
+                raise
+            typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            raise typer.Exit(code=1) from None
+        except Exception as exc:
+            if _DEBUG["on"]:
+                raise
+            first = (str(exc).splitlines() or [""])[0]
+            typer.echo(
+                f"internal error: {type(exc).__name__}: {first} (a bug in harness, not in your input; "
+                "rerun with --debug for the traceback)",
+                err=True,
+            )
+            raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
 

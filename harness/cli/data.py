@@ -26,17 +26,47 @@ def synth(
     out: Path = typer.Option(
         ..., "--out", help="Dataset root to write (reused if it holds the same settings)."
     ),
-    videos: int = typer.Option(
-        _DEFAULTS.synthetic_videos, "--videos", help="Videos per split (train and test); 1000 ~ VidVRD scale."
+    videos: int | None = typer.Option(
+        None,
+        "--videos",
+        help=f"Videos per split (default {_DEFAULTS.synthetic_videos}); with --shape paper the train split "
+        "(default 800) and a quarter of it for test, as VidVRD's 800/200.",
     ),
     seed: int = typer.Option(_DEFAULTS.synthetic_seed, "--seed", help="Generator seed."),
-    feature_dim: int = typer.Option(64, "--feature-dim", help="Feature width D (64 = the sage_tiny CLIP)."),
+    feature_dim: int | None = typer.Option(
+        None, "--feature-dim", help="Feature width D (default 64 = the sage_tiny CLIP; the checkpoint's width with --clip-checkpoint)."
+    ),
+    shape: str = typer.Option(
+        "default", "--shape", help="default (small videos) or paper (VidVRD's lengths, objects and 800/200 splits)."
+    ),
+    clip_checkpoint: Path | None = typer.Option(
+        None,
+        "--clip-checkpoint",
+        help="CLIP ViT-B/16 checkpoint whose text tower gives the class semantics and whose fingerprint the root "
+        "records (run the root with the same --clip-checkpoint); required by --shape paper.",
+    ),
 ) -> None:
     """Write a synthetic dataset root: official-format annotations, tracklets, feature and teacher stores."""
+    from sage_model.data.shapes import default_videos
     from sage_model.data.synth import ensure_synthetic
 
+    if shape == "paper" and clip_checkpoint is None:
+        raise UserError(
+            "--shape paper: needs --clip-checkpoint (a CLIP ViT-B/16 checkpoint, random weights will do: "
+            "python benchmarks/make_random_clip.py OUT.pt)"
+        )
+    if clip_checkpoint is not None and not clip_checkpoint.is_file():
+        raise UserError(f"--clip-checkpoint: {clip_checkpoint} is not a file")
+    videos = videos or default_videos(shape) or _DEFAULTS.synthetic_videos
+    width = feature_dim or 64
+    if clip_checkpoint is not None and feature_dim is None:
+        from sage_model.clip import preset_identity
+
+        width = int(preset_identity("sage_vitb16", clip_checkpoint)["embed_dim"])
     started = time.perf_counter()
-    root = ensure_synthetic(dataset, out, videos, seed, feature_dim)
+    root = ensure_synthetic(
+        dataset, out, videos, seed, width, shape=shape, clip_checkpoint=clip_checkpoint
+    )
     info = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     typer.echo(
         json.dumps(

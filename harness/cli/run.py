@@ -133,6 +133,21 @@ def run(
         metavar="PATH=VALUE",
         help="Config override for every trial, YAML value, repeatable: --set train.stage1_epochs=30.",
     ),
+    schedule: str = typer.Option(
+        "default",
+        "--schedule",
+        help="Training budget over each study's base: default (its short budget) or paper (30 + 30 epochs, "
+        "AdamW 1e-3, x0.1 at 15/20/25, batch 32); see docs/harness.md.",
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print the trials to run and done, wall time, GPU-hours and peak memory per trial; start, lock "
+        "and write nothing.",
+    ),
+    gpu_mem_gb: float | None = typer.Option(
+        None, "--gpu-mem-gb", min=0, help="--dry-run: memory of one GPU of the cluster (default: the local GPU's)."
+    ),
 ) -> None:
     """Run studies: expand them into trials, skip finished ones, schedule the rest on Ray.
 
@@ -160,14 +175,18 @@ def run(
         strict_tracking=strict_tracking,
         min_free_mb=min_free_mb,
         overrides=parse_sets(set_ or []),
+        schedule=schedule,
     )
+    if dry_run:
+        _dry_run(specs, options, gpu_mem_gb)
+        return
     console = Console(stderr=True)
     if data_root is None:
         console.print(Panel(SYNTHETIC_BANNER, title="embedded default", style="bold yellow"))
     label = specs[0].name if len(specs) == 1 else f"{len(specs)} studies"
     progress = StudyProgress(label, console)
     try:
-        outcomes = run_studies(specs, options, events=progress)
+        outcomes = run_studies(studies, options, events=progress)  # paths: the study files are logged
     finally:
         progress.stop()
     failed = [trial for outcome in outcomes for trial in outcome.failures]
@@ -178,6 +197,26 @@ def run(
         for trial in failed:
             typer.echo(f"  {trial.trial_id}: {trial.error}", err=True)
         raise typer.Exit(code=1)
+
+
+def _dry_run(specs: list[Any], options: Any, gpu_mem_gb: float | None) -> None:
+    """``--dry-run``: the cost of the launch (:mod:`harness.estimate`), nothing started or written."""
+    from harness import estimate
+    from harness.preflight import check_same_clip
+    from harness.runner import plan_study
+    from harness.schedules import get_schedule
+
+    get_schedule(options.schedule)
+    gpu_mem = gpu_mem_gb * 1024 if gpu_mem_gb is not None else estimate.local_gpu_mem_mb()
+    tables: dict[int, estimate.CostTable] = {}
+    studies = []
+    for spec in specs:
+        check_same_clip(plan_study(spec, options).to_run)
+        threads = max(1, int(spec.resources.cpus))
+        table = tables.setdefault(threads, estimate.CostTable(threads))
+        studies.append(estimate.estimate_study(spec, options, table, gpu_mem))
+    for line in estimate.render(studies):
+        typer.echo(line)
 
 
 def _summarise(outcome: StudyOutcome) -> None:

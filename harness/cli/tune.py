@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from harness.cli.app import app, user_errors
-from harness.cli.run import SYNTHETIC_BANNER, _check_paths
+from harness.cli.run import SYNTHETIC_BANNER, _check_paths, parse_sets
 
 
 @app.command("tune")
@@ -53,6 +53,15 @@ def tune(
     teacher: str | None = typer.Option(
         None, "--teacher", help="Teacher artifact under <data-root>/teachers/."
     ),
+    schedule: str = typer.Option(
+        "default", "--schedule", help="Training budget over the study's base: default or paper (as `harness run`)."
+    ),
+    set_: list[str] | None = typer.Option(
+        None,
+        "--set",
+        metavar="PATH=VALUE",
+        help="Config override for every search trial, YAML value, repeatable (not a searched path).",
+    ),
 ) -> None:
     """Search the study's `tune:` space; resumes an interrupted search where it stopped."""
     from harness.progress import fmt_duration
@@ -68,6 +77,8 @@ def tune(
         data_root=data_root,
         clip_checkpoint=clip_checkpoint,
         teacher=teacher,
+        schedule=schedule,
+        overrides=parse_sets(set_ or []),
     )
     console = Console(stderr=True)
     if data_root is None:

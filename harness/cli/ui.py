@@ -3,8 +3,11 @@
 With the embedded store (``<run-dir>/mlflow.db``) it starts ``mlflow server`` with light settings
 (one worker, no job execution, telemetry off), waits until it answers, and prints the URL of the
 study's runs page. The bare experiment URL opens an empty overview page in MLflow 3.17, so the
-printed URL ends in ``/runs``. With ``MLFLOW_TRACKING_URI`` pointing at a server, that server
-already serves the UI: the command only prints its runs-page URL.
+printed URL ends in ``/runs``, with the UI's "Model training" view chosen in it: MLflow 3.17 picks
+the view from its GenAI / Model training switch (the URL's ``workflowType``, else the choice the
+browser remembers, GenAI at first), not from the experiment's ``mlflow.experimentKind`` tag that
+the harness sets as well. With ``MLFLOW_TRACKING_URI`` pointing at a server, that server already
+serves the UI: the command only prints its runs-page URL.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ UI_ENV = {
 
 
 def runs_page_url(base: str, experiment_id: str) -> str:
-    """``<base>/#/experiments/<id>/runs``: the page that lists the study's runs."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    """``<base>/#/experiments/<id>/runs?workflowType=machine_learning``: the training-runs table
+    of the study (see the module docstring for the view switch)."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def _study_name(study: str) -> str:

@@ -19,6 +19,7 @@ def validate(
 ) -> None:
     """Check study files (unknown keys, bad override paths and values fail with file:line) and
     print each one's trial count. Exit 2 when any file is invalid."""
+    from harness.expand import expand_study
     from harness.spec import load_study
 
     paths = list(studies) if studies else sorted(studies_dir.glob("*.yaml"))
@@ -28,13 +29,15 @@ def validate(
     for path in paths:
         try:
             spec = load_study(path)
-            n = len(spec.trials())
+            n = len(expand_study(spec))
         except (ValueError, FileNotFoundError) as exc:
             bad += 1
-            typer.echo(f"error: {exc}", err=True)
+            for line in str(exc).splitlines():
+                typer.echo(f"error: {line}", err=True)
             continue
         shape = f"{len(spec.variants)} variants x {len(spec.datasets)} datasets x {len(spec.seeds)} seeds"
         typer.echo(f"ok  {path}: {n} trials ({shape})")
     if bad:
-        typer.echo(f"{bad} of {len(paths)} study file(s) invalid", err=True)
+        if len(paths) > 1:
+            typer.echo(f"{bad} of {len(paths)} study file(s) invalid", err=True)
         raise typer.Exit(code=2)

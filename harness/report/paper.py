@@ -6,6 +6,7 @@ The only module of the report package that touches the file system. It builds th
     <out>/paper_tables.md, <out>/paper_tables.html    every requested table in one document
     <out>/<study>.md, <out>/<study>.html               one table each
     <out>/plots/<study>-<kind>.png                     the figures the Markdown links to
+    <out>/paper_tables.csv, <out>/paper_tables.tex     every cell as data; booktabs tables (--format)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
+from harness.report import export
 from harness.report import plots as plotting
 from harness.report.fmt import ReportMeta
 from harness.report.render_html import render_html
@@ -29,7 +31,7 @@ from harness.spec import StudySpec
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("md", "html")
+FORMATS = ("md", "html", "csv", "tex")
 INDEX_NAME = "paper_tables"
 
 _STUDY_RE = re.compile(r"^(table|fig)(\d+)_")
@@ -82,9 +84,25 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def build_tables(specs: Sequence[StudySpec], results: pl.DataFrame) -> list[PaperTable]:
-    """One paper table per study spec, in the order given."""
-    return [build_paper_table(results, spec) for spec in specs]
+def build_tables(
+    specs: Sequence[StudySpec], results: pl.DataFrame, videos: pl.DataFrame | None = None
+) -> list[PaperTable]:
+    """One paper table per study spec, in the order given (``videos``: per-video rows, for intervals)."""
+    return [build_paper_table(results, spec, videos) for spec in specs]
+
+
+def load_results(
+    results_dir: Path, studies: Sequence[str] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(metric rows of each trial's newest result, the per-video rows of exactly those results)."""
+    from harness.results import read_results, read_videos
+
+    names = list(studies) if studies else [None]
+    frames = [read_results(results_dir, name) for name in names]
+    results = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+    ids = set(results["result_id"].to_list())
+    videos = [read_videos(results_dir, name, result_ids=ids) for name in names]
+    return results, pl.concat(videos, how="vertical") if len(videos) > 1 else videos[0]
 
 
 Figures = dict[str, list[tuple[str, str, bytes]]]
@@ -129,12 +147,13 @@ def write_paper_tables(
     results: pl.DataFrame,
     out_dir: Path,
     *,
-    formats: Sequence[str] = FORMATS,
+    formats: Sequence[str] = ("md", "html"),
     meta: ReportMeta,
     runs_dir: Path = Path("runs"),
+    videos: pl.DataFrame | None = None,
 ) -> ReportOutcome:
     """Build, draw, render and write the paper tables of ``specs``; returns what was written."""
-    tables, figures = render_figures(build_tables(specs, results), specs, results, runs_dir)
+    tables, figures = render_figures(build_tables(specs, results, videos), specs, results, runs_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -150,6 +169,10 @@ def write_paper_tables(
         if "html" in formats:
             images = {t.study: [(cap, png) for _, cap, png in figures[t.study]] for t in subset}
             written.append(_write(out_dir / f"{name}.html", render_html(subset, meta, images)))
+    if "csv" in formats:
+        written.append(_write(out_dir / f"{INDEX_NAME}.csv", export.render_csv(tables)))
+    if "tex" in formats:
+        written.append(_write(out_dir / f"{INDEX_NAME}.tex", export.render_tex(tables, meta)))
     failures = tuple(f for t in tables for f in t.check_failures())
     return ReportOutcome(tables=tuple(tables), files=tuple(written), failures=failures)
 
@@ -174,10 +197,19 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def report_meta(command: str, results_dir: Path, git_sha: str, now: datetime | None = None) -> ReportMeta:
-    """The provenance line of a report made now from ``results_dir``."""
-    files = sum(1 for p in Path(results_dir).glob("*/*.parquet") if not p.name.startswith("."))
+def report_meta(
+    command: str, results_dir: Path, git_sha: str, now: datetime | None = None, code_version: str = ""
+) -> ReportMeta:
+    """The provenance line of a report made now from ``results_dir`` (version-1 and -2 files)."""
+    root = Path(results_dir)
+    found = [*root.glob("*/*.parquet"), *root.glob("*/*/*.parquet")]
+    files = sum(1 for p in found if not p.name.startswith("."))
     stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
     return ReportMeta(
-        command=command, results_dir=str(results_dir), result_files=files, generated_at=stamp, git_sha=git_sha
+        command=command,
+        results_dir=str(results_dir),
+        result_files=files,
+        generated_at=stamp,
+        git_sha=git_sha,
+        code_version=code_version,
     )

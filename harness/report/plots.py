@@ -22,7 +22,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from harness.report.tables import Cell, Column, PaperTable, VariantRow  # noqa: E402
+from harness.report.tables import Cell, PaperTable, VariantRow  # noqa: E402
+from harness.spec import Column  # noqa: E402
+from sage_model.metrics import metric_info  # noqa: E402
 
 SYNTHETIC_NOTE = "SYNTHETIC DATA (embedded default): not comparable to the paper"
 PAPER_MARKER = {"marker": "D", "color": "black", "markersize": 5, "linestyle": "none", "zorder": 5}
@@ -69,9 +71,11 @@ def _panels(columns: Sequence[Column]) -> list[tuple[str, list[Column]]]:
 
 
 def _panel_title(key: str) -> str:
-    return {"novel": "Novel split", "all": "All split", "params_m": "Parameters (M)", "fps": "FPS"}.get(
-        key, key
-    )
+    """A split panel's title, or an efficiency metric's display name and unit from the catalogue."""
+    if key in ("novel", "all"):
+        return f"{key.capitalize()} split"
+    info = metric_info(key)
+    return f"{info.display} ({info.unit})"
 
 
 def _first_dataset_rows(table: PaperTable) -> list[VariantRow]:
@@ -98,7 +102,7 @@ def grouped_bars(table: PaperTable) -> Figure:
             ax.bar(pos, means, bar_w * 0.92, yerr=stds, capsize=3, color=_PALETTE[i % 10], label=row.variant)
             paper = [cells[c.name].paper if cells[c.name].paper is not None else np.nan for c in cols]
             ax.plot(pos, paper, **PAPER_MARKER, label="paper" if i == 0 else None)
-        ax.set_xticks(x, [_short(c.name, key) + (" ★" if c.headline else "") for c in cols])
+        ax.set_xticks(x, [_short(c.name, key) + (" ★" if c.name in table.headline else "") for c in cols])
         ax.set_title(_panel_title(key), fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
@@ -149,7 +153,7 @@ def sweep_lines(table: PaperTable) -> Figure:
         if max(xs) / max(min(xs), 1e-9) >= 8:
             ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
-        ax.set_title(col.name + (" ★" if col.headline else ""), fontsize=10)
+        ax.set_title(col.name + (" ★" if col.name in table.headline else ""), fontsize=10)
         ax.set_xlabel(key.rsplit(".", 1)[-1])
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("mAP (%)")

@@ -52,7 +52,9 @@ def render_html(tables: Sequence[PaperTable], meta: fmt.ReportMeta, plots: PlotI
         f"<style>{_CSS}</style></head><body>",
         "<h1>SAGE paper tables: ours vs the paper</h1>",
         f'<p class="facts">Made by <code>{escape(meta.command)}</code> from <code>{escape(meta.results_dir)}</code> '
-        f"({meta.result_files} result file(s)) at {escape(meta.generated_at)}, git {escape(meta.git_sha)}.</p>",
+        f"({meta.result_files} result file(s)) at {escape(meta.generated_at)}, git {escape(meta.git_sha)}"
+        + (f", code {escape(meta.code_version)}" if meta.code_version else "")
+        + ".</p>",
     ]
     if any(t.synthetic for t in tables):
         parts.append(
@@ -63,7 +65,7 @@ def render_html(tables: Sequence[PaperTable], meta: fmt.ReportMeta, plots: PlotI
     )
     parts.append(_index(tables))
     for table in tables:
-        parts.append(table_section(table, plots.get(table.study, ())))
+        parts.append(table_section(table, plots.get(table.study, ()), meta))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -84,7 +86,9 @@ def _index(tables: Sequence[PaperTable]) -> str:
     return html_table(header, rows, list("lllrll"))
 
 
-def table_section(table: PaperTable, plots: Sequence[tuple[str, bytes]]) -> str:
+def table_section(
+    table: PaperTable, plots: Sequence[tuple[str, bytes]], meta: fmt.ReportMeta | None = None
+) -> str:
     """The HTML of one table (heading to missing trials)."""
     parts = [
         f'<section id="{escape(table.study)}">',
@@ -95,6 +99,11 @@ def table_section(table: PaperTable, plots: Sequence[tuple[str, bytes]]) -> str:
     if banner:
         parts.append(f'<div class="banner">{escape(banner)}</div>')
     parts.append(f'<p class="facts">{_code(fmt.summary_line(table))}</p>')
+    for line in fmt.commit_lines(table, meta) if meta is not None else []:
+        css = "caveat" if line.startswith("WARNING") else "facts"
+        parts.append(f'<p class="{css}">{escape(line)}</p>')
+    if table.interval_note:
+        parts.append(f'<div class="caveat">Note: {escape(table.interval_note)}.</div>')
     if table.ratios:
         parts.append(f'<div class="caveat">{escape(fmt.device_caveat(table))}</div>')
     for caption, png in plots:
@@ -106,6 +115,7 @@ def table_section(table: PaperTable, plots: Sequence[tuple[str, bytes]]) -> str:
     parts += [
         _overview(table),
         _cells(table),
+        _differences(table),
         _cited(table),
         _ratios(table),
         _rankings(table),
@@ -125,12 +135,19 @@ def _code(text: str) -> str:
 
 
 def _overview(table: PaperTable) -> str:
-    parts = ["<h3>At a glance <small>(ours: mean over seeds; the paper's value beneath)</small></h3>"]
+    parts = [
+        "<h3>At a glance <small>(ours: mean over seeds ± 95% interval; the paper's value beneath)</small></h3>",
+        f'<p class="facts">{escape(fmt.interval_method())}.</p>',
+    ]
     multi = len(table.datasets) > 1
     for caption, group in fmt.column_groups(table.columns):
         if caption:
             parts.append(f"<p><i>{escape(caption)}</i></p>")
-        header = ["variant", *(["dataset"] if multi else []), *(fmt.grid_label(c, caption) for c in group)]
+        header = [
+            "variant",
+            *(["dataset"] if multi else []),
+            *(fmt.grid_label(c, caption, c.name in table.headline) for c in group),
+        ]
         rows: list[Row] = []
         for row in table.rows:
             cells = {c.column: c for c in row.cells}
@@ -141,8 +158,9 @@ def _overview(table: PaperTable) -> str:
 
 
 def _glance(cell: Cell) -> tuple[str, str]:
-    """Ours on top, the paper's value small underneath, tinted by the tolerance."""
-    ours = fmt.MISSING if cell.ours is None else f"{cell.ours.mean:.2f}"
+    """Ours (± interval, * significant vs the baseline) on top, the paper's value small underneath,
+    tinted by the tolerance."""
+    ours = escape(fmt.glance_value(cell))
     paper = "" if cell.paper is None else f'<br><span class="paper">paper {cell.paper:.2f}</span>'
     return f"<b>{ours}</b>{paper}", _tinted(cell, "")[1]
 
@@ -159,6 +177,7 @@ def _cells(table: PaperTable) -> str:
         "column",
         "paper",
         "ours (mean ± std)",
+        "95% interval",
         "n",
         "min–max",
         "diff",
@@ -171,6 +190,7 @@ def _cells(table: PaperTable) -> str:
             escape(fmt.column_label(cell.column, cell.headline)),
             fmt.num(cell.paper),
             escape(fmt.mean_std(cell.ours)),
+            escape(fmt.interval(cell)),
             fmt.n_of(cell.ours),
             escape(fmt.min_max(cell.ours)),
             fmt.signed(cell.diff),
@@ -181,8 +201,28 @@ def _cells(table: PaperTable) -> str:
     ]
     return (
         "<details open><summary><b>Every cell</b></summary>"
-        + html_table(header, rows, list("llrrrrrc"))
+        + html_table(header, rows, list("llrrrrrrc"))
         + "</details>"
+    )
+
+
+def _differences(table: PaperTable) -> str:
+    """Each row minus the baseline row: the paper's gap beside ours, significant ones tinted."""
+    found = fmt.difference_rows(table)
+    if not found:
+        return ""
+    header = list(fmt.DIFFERENCE_HEADER)
+    rows: list[Row] = [
+        [*(escape(t) for t in text[:-1]), (escape(text[-1]), "ok" if significant else "")]
+        for text, significant in found
+    ]
+    resolution = fmt.resolution_line(table)
+    baseline = escape(table.baseline or "")  # difference_rows is empty without a baseline
+    title = f"<h3>Differences to {baseline} <small>(row minus {baseline}; paired)</small></h3>"
+    return (
+        title
+        + html_table(header, rows, list("llrrrrrc"))
+        + (f'<p class="facts">{escape(resolution)}</p>' if resolution else "")
     )
 
 
@@ -213,10 +253,20 @@ def _times(value: float | None) -> str:
 def _rankings(table: PaperTable) -> str:
     if not table.rankings:
         return ""
-    header = ["column", "paper best", "our best", "same best", "Spearman ρ", "Kendall τ", "variants compared"]
+    header = [
+        "column",
+        "paper's sign, resolved",
+        "paper best",
+        "our best",
+        "same best",
+        "Spearman ρ",
+        "Kendall τ",
+        "variants compared",
+    ]
     rows: list[Row] = [
         [
             escape(r.column),
+            escape(fmt.resolved_agreement(r)),
             escape(r.paper_best or fmt.MISSING),
             escape(r.ours_best or fmt.MISSING),
             (fmt.mark(r.same_best), {True: "ok", False: "bad", None: ""}[r.same_best]),
@@ -227,7 +277,7 @@ def _rankings(table: PaperTable) -> str:
         for r in table.rankings
     ]
     title = f"<h3>Ranking of the variants <small>({escape(fmt.ranking_overview(table))})</small></h3>"
-    return title + html_table(header, rows, list("lllcrrr"))
+    return title + html_table(header, rows, list("lrllcrrr"))
 
 
 def _missing(table: PaperTable) -> str:

@@ -23,7 +23,9 @@ def render_markdown(tables: Sequence[PaperTable], meta: fmt.ReportMeta, plots: P
         "# SAGE paper tables: ours vs the paper",
         "",
         f"Made by `{meta.command}` from `{meta.results_dir}` ({meta.result_files} result file(s)) "
-        f"at {meta.generated_at}, git {meta.git_sha}.",
+        f"at {meta.generated_at}, git {meta.git_sha}"
+        + (f", code {meta.code_version}" if meta.code_version else "")
+        + ".",
         "",
     ]
     if any(t.synthetic for t in tables):
@@ -42,19 +44,26 @@ def render_markdown(tables: Sequence[PaperTable], meta: fmt.ReportMeta, plots: P
     ]
     lines += md_table(header, rows, list("lllrll"))
     for table in tables:
-        lines += table_section(table, plots.get(table.study, ()))
+        lines += table_section(table, plots.get(table.study, ()), meta)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def table_section(table: PaperTable, plots: Sequence[tuple[str, str]]) -> list[str]:
+def table_section(
+    table: PaperTable, plots: Sequence[tuple[str, str]], meta: fmt.ReportMeta | None = None
+) -> list[str]:
     """The Markdown of one table (heading to plots)."""
     lines = [f"## {table.paper or table.study} · `{table.study}`", "", table.description, ""]
     banner = fmt.data_banner(table)
     if banner:
         lines += [f"> **{banner}**", ""]
     lines += [fmt.summary_line(table), ""]
+    commits = fmt.commit_lines(table, meta) if meta is not None else []
+    lines += [*(f"- {line}" for line in commits), ""] if commits else []
+    if table.interval_note:
+        lines += [f"> Note: {table.interval_note}.", ""]
     lines += _overview(table)
     lines += _cells(table)
+    lines += _differences(table)
     lines += _cited(table)
     lines += _ratios(table)
     lines += _rankings(table)
@@ -72,13 +81,13 @@ def table_section(table: PaperTable, plots: Sequence[tuple[str, str]]) -> list[s
 
 def _overview(table: PaperTable) -> list[str]:
     """Variant rows x column cells, ``ours (paper)`` (Tables 1, 2: one grid per split)."""
-    title = "**At a glance** (ours: mean over seeds; the paper's value in parentheses)"
-    lines = [title, ""]
+    title = "**At a glance** (ours: mean over seeds ± 95% interval; the paper's value in parentheses)"
+    lines = [title, "", fmt.interval_method() + ".", ""]
     for caption, group in fmt.column_groups(table.columns):
         if caption:
             lines += [f"*{caption}*", ""]
         header = ["variant", *(["dataset"] if len(table.datasets) > 1 else [])]
-        header += [fmt.grid_label(c, caption) for c in group]
+        header += [fmt.grid_label(c, caption, c.name in table.headline) for c in group]
         rows = []
         for row in table.rows:
             cells = {c.column: c for c in row.cells}
@@ -90,7 +99,7 @@ def _overview(table: PaperTable) -> list[str]:
 
 def _cells(table: PaperTable) -> list[str]:
     tol = f"within ±{table.tolerance:g}"
-    header = ["variant", "column", "paper", "ours (mean ± std)", "n", "min–max", "diff", tol]
+    header = ["variant", "column", "paper", "ours (mean ± std)", "95% interval", "n", "min–max", "diff", tol]
     multi = len(table.datasets) > 1
     rows = [
         [
@@ -98,6 +107,7 @@ def _cells(table: PaperTable) -> list[str]:
             fmt.column_label(cell.column, cell.headline),
             fmt.num(cell.paper),
             fmt.mean_std(cell.ours),
+            fmt.interval(cell),
             fmt.n_of(cell.ours),
             fmt.min_max(cell.ours),
             fmt.signed(cell.diff),
@@ -106,7 +116,22 @@ def _cells(table: PaperTable) -> list[str]:
         for row in table.rows
         for cell in row.cells
     ]
-    return ["**Every cell**", "", *md_table(header, rows, list("llrrrrrc"))]
+    return ["**Every cell**", "", *md_table(header, rows, list("llrrrrrrc"))]
+
+
+def _differences(table: PaperTable) -> list[str]:
+    """Each row minus the baseline row: the paper's gap beside ours, with interval and p-values."""
+    found = fmt.difference_rows(table)
+    if not found:
+        return []
+    rows = [text for text, _ in found]
+    header = list(fmt.DIFFERENCE_HEADER)
+    title = (
+        f"**Differences to {table.baseline}** (row minus {table.baseline}; paired over seeds and test videos)"
+    )
+    lines = [title, "", *md_table(header, rows, list("llrrrrrc"))]
+    resolution = fmt.resolution_line(table)
+    return lines + ([resolution, ""] if resolution else [])
 
 
 def _cited(table: PaperTable) -> list[str]:
@@ -133,10 +158,20 @@ def _times(value: float | None) -> str:
 def _rankings(table: PaperTable) -> list[str]:
     if not table.rankings:
         return []
-    header = ["column", "paper best", "our best", "same best", "Spearman ρ", "Kendall τ", "variants compared"]
+    header = [
+        "column",
+        "paper's sign, resolved",
+        "paper best",
+        "our best",
+        "same best",
+        "Spearman ρ",
+        "Kendall τ",
+        "variants compared",
+    ]
     rows = [
         [
             r.column,
+            fmt.resolved_agreement(r),
             r.paper_best or fmt.MISSING,
             r.ours_best or fmt.MISSING,
             fmt.mark(r.same_best),
@@ -146,8 +181,11 @@ def _rankings(table: PaperTable) -> list[str]:
         ]
         for r in table.rankings
     ]
-    title = "**Ranking of the variants** (paper vs ours; correlations over variants with both values)"
-    return [title, "", fmt.ranking_overview(table), "", *md_table(header, rows, list("lllcrrr"))]
+    title = (
+        "**Ranking of the variants** (paper vs ours: differences to the baseline resolved with the paper's "
+        "sign; best variant and rank correlations over variants with both values, whether resolved or not)"
+    )
+    return [title, "", fmt.ranking_overview(table), "", *md_table(header, rows, list("lrllcrrr"))]
 
 
 def _missing(table: PaperTable) -> list[str]:

@@ -12,6 +12,7 @@ are counted as superseded, never averaged in.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,10 +20,10 @@ from typing import Literal
 
 import polars as pl
 
-from harness.spec import StudySpec
-
-EFFICIENCY_METRICS = frozenset({"params_m", "fps"})
-"""Metrics whose absolute values depend on the device or model size, compared as ratios."""
+from harness.report import stats
+from harness.report.intervals import Resolution, TableIntervals, table_intervals
+from harness.report.stats import Difference, Estimate
+from harness.spec import Column, StudySpec, apply_overrides
 
 DataKind = Literal["synthetic", "real", "mixed", "none"]
 _TRIAL_KEY = ["variant", "dataset", "seed"]
@@ -52,6 +53,12 @@ class Cell:
     min_seeds: int
     absolute: bool = True
     """False for efficiency cells (params, FPS): compared as ratios, never against the tolerance."""
+    interval: Estimate | None = None
+    """95% interval of our value from the per-video results (None: see ``PaperTable.interval_note``)."""
+    vs_baseline: Difference | None = None
+    """This row minus the table's baseline row, paired over seeds and videos (None on the baseline)."""
+    paper_gap: float | None = None
+    """The paper's own difference between this row and the baseline row."""
 
     @property
     def diff(self) -> float | None:
@@ -84,21 +91,6 @@ class Cell:
 
 
 @dataclass(frozen=True)
-class Column:
-    """One reported cell kind of the table (from the study's ``table.columns``)."""
-
-    name: str
-    task: str
-    split: str
-    metric: str
-    headline: bool
-
-    @property
-    def efficiency(self) -> bool:
-        return self.metric in EFFICIENCY_METRICS
-
-
-@dataclass(frozen=True)
 class VariantRow:
     """One row of the table: a variant run on one dataset, one cell per column."""
 
@@ -126,6 +118,12 @@ class Ranking:
     ours_best: str | None
     spearman: float | None
     kendall: float | None
+    agree: int = 0
+    """Rows whose difference to the baseline is significant and has the paper's sign."""
+    disagree: int = 0
+    """Rows whose difference to the baseline is significant and has the opposite sign."""
+    unresolved: int = 0
+    """Rows with a paper gap whose difference to the baseline is not significant."""
 
     @property
     def same_best(self) -> bool | None:
@@ -169,6 +167,15 @@ class Provenance:
     stale_trials: int
     superseded_trials: int
     devices_by_variant: tuple[tuple[str, tuple[str, ...]], ...]
+    code_versions: tuple[str, ...] = ()
+    """Code versions (:func:`harness.provenance.code_version`) of the kept results; '' = unknown (v1)."""
+    trials_by_sha: tuple[tuple[str, int], ...] = ()
+    """(git sha, number of kept trials), most trials first."""
+    schedules: tuple[str, ...] = ()
+    """Training schedules (``train.schedule``, :mod:`harness.schedules`) of the kept trials."""
+    off_budget: tuple[str, ...] = ()
+    """How the real-data trials' training differs from the paper's budget, one line per distinct
+    difference ('' entries never); empty when every real-data trial trained on the paper's."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +189,7 @@ class PaperTable:
     datasets: tuple[str, ...]
     seeds: tuple[int, ...]
     columns: tuple[Column, ...]
+    headline: frozenset[str]
     tolerance: float
     min_seeds: int
     rows: tuple[VariantRow, ...]
@@ -193,6 +201,12 @@ class PaperTable:
     sweep: tuple[str, tuple[float, ...]] | None
     notes: tuple[str, ...] = ()
     """Facts found outside the results (e.g. the Fig. 4 analysis files), shown under the table."""
+    baseline: str | None = None
+    """The row every other row is compared with (``table.baseline`` or its default)."""
+    resolution: tuple[Resolution, ...] = ()
+    """Per column, the smallest difference the run resolves at its seeds x videos."""
+    interval_note: str | None = None
+    """Why some or all cells have no interval (e.g. results written before per-video rows)."""
 
     @property
     def has_reference(self) -> bool:
@@ -213,30 +227,48 @@ class PaperTable:
         ]
 
 
-def build_paper_table(results: pl.DataFrame, spec: StudySpec) -> PaperTable:
+def build_paper_table(
+    results: pl.DataFrame, spec: StudySpec, videos: pl.DataFrame | None = None
+) -> PaperTable:
     """The paper table of one study from all results (other studies' rows are ignored).
 
     The study's ``table`` block may be None (then the table shows our numbers only, over the
-    default four ablation columns).
+    default four ablation columns). ``videos``: the per-video rows (``harness.results.read_videos``)
+    that give every cell its interval and every row its paired difference to the baseline;
+    None = no intervals.
     """
     columns = _columns(spec)
+    headline = frozenset(spec.table.headline if spec.table is not None else ())
     kept, stale, superseded = current_trials(results, spec)
-    stats = cell_stats(kept, columns)
+    seed_stats = cell_stats(kept, columns)
     reference = _reference(spec, columns)
     tolerance, min_seeds = _tolerance(spec)
+    baseline = baseline_variant(spec)
+    found = table_intervals(
+        kept,
+        videos if videos is not None else pl.DataFrame(),
+        variants=_variant_names(spec),
+        datasets=spec.datasets,
+        seeds=spec.seeds,
+        columns=columns,
+        baseline=baseline,
+    )
     rows = tuple(
         VariantRow(
             variant=variant,
             dataset=dataset,
             cells=tuple(
-                Cell(
-                    column=col.name,
-                    paper=reference.get(variant, {}).get(col.name),
-                    ours=stats.get((variant, dataset, col.name)),
-                    headline=col.headline,
-                    tolerance=tolerance,
-                    min_seeds=min_seeds,
-                    absolute=not col.efficiency,
+                _make_cell(
+                    variant,
+                    dataset,
+                    col,
+                    reference,
+                    seed_stats,
+                    found,
+                    baseline,
+                    tolerance,
+                    min_seeds,
+                    headline,
                 )
                 for col in columns
             ),
@@ -252,6 +284,7 @@ def build_paper_table(results: pl.DataFrame, spec: StudySpec) -> PaperTable:
         datasets=tuple(spec.datasets),
         seeds=tuple(spec.seeds),
         columns=columns,
+        headline=headline,
         tolerance=tolerance,
         min_seeds=min_seeds,
         rows=rows,
@@ -261,7 +294,75 @@ def build_paper_table(results: pl.DataFrame, spec: StudySpec) -> PaperTable:
         ratios=efficiency_ratios(rows, columns),
         provenance=_provenance(kept, spec, stale, superseded),
         sweep=sweep_axis(spec),
+        baseline=baseline,
+        resolution=found.resolution,
+        interval_note=_interval_note(found, kept, videos is None),
     )
+
+
+def _make_cell(
+    variant: str,
+    dataset: str,
+    col: Column,
+    reference: dict[str, dict[str, float | None]],
+    seed_stats: dict[tuple[str, str, str], SeedStats],
+    found: TableIntervals,
+    baseline: str | None,
+    tolerance: float,
+    min_seeds: int,
+    headline: frozenset[str],
+) -> Cell:
+    """One cell: our seeds' numbers, the paper's, and what the per-video rows add."""
+    ours = seed_stats.get((variant, dataset, col.name))
+    interval = found.cells.get((variant, dataset, col.name))
+    if interval is not None and (ours is None or interval.n_seeds != ours.n):
+        interval = None  # per-video rows for only some of the seeds: an interval would not match the mean
+    paper = reference.get(variant, {}).get(col.name)
+    base_paper = reference.get(baseline, {}).get(col.name) if baseline is not None else None
+    return Cell(
+        column=col.name,
+        paper=paper,
+        ours=ours,
+        headline=col.name in headline,
+        tolerance=tolerance,
+        min_seeds=min_seeds,
+        absolute=not col.efficiency,
+        interval=interval,
+        vs_baseline=found.diffs.get((variant, dataset, col.name)),
+        paper_gap=None if paper is None or base_paper is None or variant == baseline else paper - base_paper,
+    )
+
+
+def _interval_note(found: TableIntervals, kept: pl.DataFrame, no_videos: bool) -> str | None:
+    """Why cells lack intervals, in a sentence (None when nothing is missing)."""
+    if kept.is_empty():
+        return None
+    if no_videos:
+        return "intervals not computed (no per-video results were read)"
+    if found.trials_without_videos:
+        n = kept["trial_id"].n_unique()
+        return (
+            f"{found.trials_without_videos} of {n} trial(s) have no per-video results (written by results "
+            "schema version 1, before per-video rows): their cells have no interval and no paired test; "
+            "rerun them (`harness run --force`) to get both"
+        )
+    return None
+
+
+def baseline_variant(spec: StudySpec) -> str | None:
+    """The row the others are compared with: ``table.baseline``, else 'Ours', else the one variant
+    whose overrides leave the study's base config unchanged (the default model, which follows the
+    paper's full model), else None (no paired differences)."""
+    if spec.table is not None and spec.table.baseline is not None:
+        return spec.table.baseline
+    names = _variant_names(spec)
+    if "Ours" in names:
+        return "Ours"
+    from sage_model.config import ExperimentConfig
+
+    base = apply_overrides(ExperimentConfig(), spec.base)
+    default = [v.name for v in spec.variants if apply_overrides(base, v.overrides) == base]
+    return default[0] if len(default) == 1 else None
 
 
 # --- selecting the results that count ---------------------------------------------------------
@@ -354,7 +455,8 @@ def missing_trials(
 
 
 def rank_variants(rows: Sequence[VariantRow], column: str) -> Ranking:
-    """Paper's best vs our best and rank correlations over the variants that have both values.
+    """Paper's best vs our best, rank correlations (scipy) over the variants that have both values,
+    and how many rows' paired differences to the baseline are resolved with the paper's sign.
 
     With fewer than two such variants there is no paper order to compare (``paper_best`` None);
     ``ours_best`` then names our top variant among all we ran.
@@ -375,14 +477,26 @@ def rank_variants(rows: Sequence[VariantRow], column: str) -> Ranking:
         paper_best, ours_best = _argmax([(v, p) for v, p, _ in both]), _argmax([(v, o) for v, _, o in both])
     else:  # nothing to compare with; still say which of ours came out on top
         paper_best, ours_best = None, _argmax([(v, o) for v, _, o in paired if o is not None])
+    gaps = [
+        (cell.paper_gap, cell.vs_baseline)
+        for row in rows
+        if row.dataset == dataset
+        for cell in row.cells
+        if cell.column == column and cell.paper_gap is not None and cell.vs_baseline is not None
+    ]
+    resolved = [(gap, diff) for gap, diff in gaps if diff.significant and gap != 0]
+    agree = sum(1 for gap, diff in resolved if (gap > 0) == (diff.value > 0))
     return Ranking(
         column=column,
         dataset=dataset,
         variants=tuple(v for v, _, _ in both),
         paper_best=paper_best,
         ours_best=ours_best,
-        spearman=spearman([p for _, p, _ in both], [o for _, _, o in both]),
-        kendall=kendall_tau_b([p for _, p, _ in both], [o for _, _, o in both]),
+        spearman=stats.spearman([p for _, p, _ in both], [o for _, _, o in both]),
+        kendall=stats.kendall([p for _, p, _ in both], [o for _, _, o in both]),
+        agree=agree,
+        disagree=len(resolved) - agree,
+        unresolved=len(gaps) - len(resolved),
     )
 
 
@@ -393,55 +507,6 @@ def _argmax(pairs: Sequence[tuple[str, float]]) -> str | None:
     best = max(value for _, value in pairs)
     winners = [name for name, value in pairs if value == best]
     return winners[0] if len(winners) == 1 else None
-
-
-def average_ranks(values: Sequence[float]) -> list[float]:
-    """1-based ranks, ties sharing the mean of the ranks they span."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for k in range(start, end + 1):
-            ranks[order[k]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman's rho (Pearson correlation of average ranks); None below 2 points or if constant."""
-    if len(x) != len(y) or len(x) < 2:
-        return None
-    rx, ry = average_ranks(x), average_ranks(y)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    vx = sum((a - mx) ** 2 for a in rx)
-    vy = sum((b - my) ** 2 for b in ry)
-    return None if vx == 0 or vy == 0 else cov / math.sqrt(vx * vy)
-
-
-def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Kendall's tau-b (tie-corrected); None below 2 points or if either side is constant."""
-    if len(x) != len(y) or len(x) < 2:
-        return None
-    concordant = discordant = ties_x = ties_y = 0
-    for i in range(len(x)):
-        for j in range(i + 1, len(x)):
-            dx, dy = x[i] - x[j], y[i] - y[j]
-            if dx == 0 and dy == 0:
-                continue
-            if dx == 0:
-                ties_x += 1
-            elif dy == 0:
-                ties_y += 1
-            elif (dx > 0) == (dy > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denom = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
-    return None if denom == 0 else (concordant - discordant) / denom
 
 
 def efficiency_ratios(rows: Sequence[VariantRow], columns: Sequence[Column]) -> tuple[Ratio, ...]:
@@ -495,9 +560,8 @@ def _variant_names(spec: StudySpec) -> list[str]:
 
 def _columns(spec: StudySpec) -> tuple[Column, ...]:
     if spec.table is None:
-        return tuple(Column(n, t, s, m, headline=False) for n, t, s, m in DEFAULT_COLUMNS)
-    headline = set(spec.table.headline)
-    return tuple(Column(c.name, c.task, c.split, c.metric, c.name in headline) for c in spec.table.columns)
+        return tuple(Column(name=n, task=t, split=s, metric=m) for n, t, s, m in DEFAULT_COLUMNS)
+    return tuple(spec.table.columns)
 
 
 def _tolerance(spec: StudySpec) -> tuple[float, int]:
@@ -551,11 +615,42 @@ def _provenance(kept: pl.DataFrame, spec: StudySpec, stale: int, superseded: int
         hardware=_distinct(trials, "hardware"),
         git_shas=_distinct(trials, "git_sha"),
         dirty=bool(trials["git_dirty"].any()) if not trials.is_empty() else False,
+        code_versions=_distinct(trials, "code_version"),
+        trials_by_sha=_counts(trials, "git_sha"),
         stale_trials=stale,
         superseded_trials=superseded,
         devices_by_variant=by_variant,
+        **_budgets(trials),
     )
+
+
+def _budgets(trials: pl.DataFrame) -> dict[str, tuple[str, ...]]:
+    """The schedules of the trials and the real-data ones trained off the paper's budget."""
+    from harness.schedules import budget_differences
+
+    if trials.is_empty():
+        return {"schedules": (), "off_budget": ()}
+    schedules: set[str] = set()
+    off: dict[str, int] = {}
+    for row in trials.select("config_json", "synthetic").to_dicts():
+        train = json.loads(row["config_json"] or "{}").get("train", {})
+        schedules.add(str(train.get("schedule", "default")))
+        diff = budget_differences(train) if not row["synthetic"] else {}
+        if diff:
+            line = ", ".join(f"{k.removeprefix('train.')} {a} (paper {b})" for k, (a, b) in diff.items())
+            off[line] = off.get(line, 0) + 1
+    return {
+        "schedules": tuple(sorted(schedules)),
+        "off_budget": tuple(f"{n} trial(s): {d}" for d, n in off.items()),
+    }
 
 
 def _distinct(frame: pl.DataFrame, column: str) -> tuple[str, ...]:
     return tuple(sorted({str(v) for v in frame[column].to_list() if v is not None}))
+
+
+def _counts(frame: pl.DataFrame, column: str) -> tuple[tuple[str, int], ...]:
+    if frame.is_empty():
+        return ()
+    counted = frame.group_by(column).len().sort(["len", column], descending=[True, False])
+    return tuple((str(value), int(n)) for value, n in counted.iter_rows())

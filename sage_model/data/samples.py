@@ -108,7 +108,7 @@ def plan_pair_samples(
         gt_tids = [t.tid for t in tracks]
     else:
         gt_tids = match_tracks(tracks, video.fragments, MATCH_VIOU)
-    relations = _relations_by_pair(video, vocab)
+    relations = relations_by_pair(video, vocab)
     windows = segment_windows(0, video.frame_count)
     blocks = []
     for i, sub in enumerate(tracks):
@@ -123,9 +123,10 @@ def plan_pair_samples(
     return samples.take(np.lexsort((samples.object_tid, samples.subject_tid, samples.segment_start)))
 
 
-def _relations_by_pair(
+def relations_by_pair(
     video: VideoAnnotation, vocab: Vocabulary
 ) -> dict[tuple[int, int], list[tuple[int, int, int]]]:
+    """(subject tid, object tid) -> [(begin_fid, end_fid, predicate index)] of the video's relations."""
     out: dict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)
     for rel in video.relations:
         out[(rel.subject_tid, rel.object_tid)].append(

@@ -48,6 +48,7 @@ from sage_model.data.annotations import (
 from sage_model.data.dataset import SOURCES, SPLITS
 from sage_model.data.samples import PairSamples, plan_pair_samples
 from sage_model.data.segments import segment_count
+from sage_model.data.shapes import VideoShape, checkpoint_directions, feature_model_record, video_shape
 from sage_model.data.store import write_feature_store, write_teacher_store
 from sage_model.data.tracks import Track, contiguous_runs, load_ovmmp_tracks, write_ovmmp_tracks
 from sage_model.data.vocab import Vocabulary, load_vocabulary
@@ -56,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 GENERATOR = "sage-synthetic"
 GENERATOR_VERSION = 2
+DEFAULT_SHAPE = VideoShape()
 NOVEL_PREDICATE_RATE = 0.2
 NOVEL_OBJECT_RATE = 0.2
 RELATION_RATE = 0.7
@@ -153,8 +155,15 @@ class SynthSpec:
     seed: int
     feature_dim: int = 64
     signals: Signals = DEFAULT_SIGNALS
+    #: sizes (sage_model.data.shapes): "default" or "paper" (VidVRD's lengths, objects, 4:1 splits)
+    shape: str = "default"
+    #: CLIP checkpoint whose text tower gives the class semantics and whose identity the root records
+    clip_checkpoint: str | None = None
 
     def settings(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"shape": self.shape} if self.shape != "default" else {}
+        if self.clip_checkpoint is not None:
+            extra["clip_checkpoint"] = self.clip_checkpoint
         return {
             "generator": GENERATOR,
             "version": GENERATOR_VERSION,
@@ -163,6 +172,7 @@ class SynthSpec:
             "seed": self.seed,
             "feature_dim": self.feature_dim,
             "signals": self.signals.settings(),
+            **extra,
         }
 
 
@@ -197,6 +207,7 @@ class Semantics:
     fingerprint: str
     visual_predicates: np.ndarray  # (P, D) V_pred = E_pred at class_text 1
     codes: np.ndarray  # (8, D) unit codes: spatial keys/pointers, semantic keys/pointers (below)
+    clip: dict[str, Any] | None = None  # identity of the checkpoint behind E_obj / E_pred (None: tiny)
 
 
 KEY_A, KEY_B, POINTER_A, POINTER_B, SEM_KEY_A, SEM_KEY_B, SEM_POINTER_A, SEM_POINTER_B = range(8)
@@ -204,15 +215,31 @@ KEY_A, KEY_B, POINTER_A, POINTER_B, SEM_KEY_A, SEM_KEY_B, SEM_POINTER_A, SEM_POI
 SEM_ON_SUBJECT, SEM_CODE_A, SPA_IN_UNION, SPA_CODE_A = range(4)
 
 
-def class_semantics(vocab: Vocabulary, feature_dim: int, seed: int, class_text: float = 1.0) -> Semantics:
+def class_semantics(
+    vocab: Vocabulary,
+    feature_dim: int,
+    seed: int,
+    class_text: float = 1.0,
+    clip_checkpoint: str | None = None,
+) -> Semantics:
     """E_obj / E_pred from the tiny CLIP's class-name embeddings, centred over the vocabulary.
 
     The raw tiny-CLIP embeddings of any two names have cosine 0.5-0.9; centring removes that
     common component so the directions separate the classes. ``class_text`` < 1 turns the visual
     predicate directions partly away from the text ones (``Signals.class_text``).
     """
-    objects, fingerprint = _tiny_directions(vocab.objects)
-    predicates, _ = _tiny_directions(vocab.predicates)
+    clip = None
+    if clip_checkpoint is None:
+        objects, fingerprint = _tiny_directions(vocab.objects)
+        predicates, _ = _tiny_directions(vocab.predicates)
+    else:  # shapes hook: the semantics of a given CLIP checkpoint
+        objects, clip = checkpoint_directions(vocab.objects, clip_checkpoint)
+        predicates, _ = checkpoint_directions(vocab.predicates, clip_checkpoint)
+        fingerprint = clip["fingerprint"]
+        if feature_dim != clip["embed_dim"]:
+            raise ValueError(
+                f"--feature-dim: {clip_checkpoint} embeds {clip['embed_dim']}-d, features must be as wide, got {feature_dim}"
+            )
     width = objects.shape[1]
     if feature_dim < width:
         raise ValueError(f"feature_dim: must be >= {width} (the tiny CLIP width), got {feature_dim}")
@@ -236,6 +263,7 @@ def class_semantics(vocab: Vocabulary, feature_dim: int, seed: int, class_text: 
         fingerprint,
         visual_predicates.astype(f32),
         codes.astype(f32),
+        clip,
     )
 
 
@@ -284,14 +312,16 @@ def _smooth_path(rng: np.random.Generator, frames: np.ndarray, width: int, heigh
     return boxes.astype(np.float32)
 
 
-def _object_frames(rng: np.random.Generator, index: int, annotated_len: int) -> np.ndarray:
-    """Frames of one object on the 15-frame grid (>= 30 frames; sometimes split into 2 fragments)."""
+def _object_frames(
+    rng: np.random.Generator, index: int, annotated_len: int, shape: VideoShape = DEFAULT_SHAPE
+) -> np.ndarray:
+    """Frames of one object on the 15-frame grid (>= 30 frames; sometimes split into 2 fragments).
+
+    The first object spans the video, like the real test set where some track ends exactly at the
+    annotated length; ``shape`` places the others.
+    """
     units = annotated_len // 15
-    if index == 0:  # like the real test set: some track ends exactly at the annotated length
-        start_u, len_u = 0, units
-    else:
-        len_u = int(rng.integers(2, units + 1))
-        start_u = int(rng.integers(0, units - len_u + 1))
+    start_u, len_u = shape.object_span(rng, index, units)
     frames = np.arange(start_u * 15, (start_u + len_u) * 15)
     if len_u >= 6 and rng.random() < 0.3:  # a gap of 15 or 30 frames, both fragments >= 30 frames
         gap_u = int(rng.integers(1, 3))
@@ -417,12 +447,14 @@ def _video_id(dataset: str, split: str, index: int) -> tuple[str, str | None]:
     return f"9{_SPLIT_CODE[split]}{index:08d}", f"{9000 + index // 50:04d}"
 
 
-def generate_video(rng: np.random.Generator, vocab: Vocabulary, split: str, index: int) -> VideoAnnotation:
-    """One synthetic video annotation (official-format content)."""
-    annotated_len = 15 * int(rng.integers(6, 15))
+def generate_video(
+    rng: np.random.Generator, vocab: Vocabulary, split: str, index: int, shape: VideoShape = DEFAULT_SHAPE
+) -> VideoAnnotation:
+    """One synthetic video annotation (official-format content); ``shape`` sizes it."""
+    annotated_len = shape.annotated_length(rng)
     frame_count = annotated_len + (int(rng.integers(1, 15)) if rng.random() < 0.8 else 0)
     width, height = [(640, 360), (1280, 720), (640, 480)][int(rng.integers(0, 3))]
-    n_objects = int(rng.integers(2, 6))
+    n_objects = shape.object_count(rng)
     tid_values = (
         sorted(rng.choice(n_objects + 2, n_objects, replace=False).tolist())
         if rng.random() < 0.2
@@ -435,7 +467,7 @@ def generate_video(rng: np.random.Generator, vocab: Vocabulary, split: str, inde
         novel = rng.random() < NOVEL_OBJECT_RATE
         pool = vocab.novel_objects if novel else vocab.base_objects
         category = pool[int(rng.integers(0, len(pool)))]
-        frames = _object_frames(rng, index_obj, annotated_len)
+        frames = _object_frames(rng, index_obj, annotated_len, shape)
         full = np.arange(frames[0], frames[-1] + 1)
         boxes = _smooth_path(rng, full, width, height)[np.isin(full, frames)]
         objects[tid] = category
@@ -793,6 +825,9 @@ def ensure_synthetic(
     seed: int,
     feature_dim: int = 64,
     signals: Signals | None = None,
+    *,
+    shape: str = "default",
+    clip_checkpoint: Path | None = None,
 ) -> Path:
     """The synthetic dataset root at ``out_dir``: reused when its ``dataset.json`` has the same settings,
     generated otherwise (into a temporary sibling folder, then renamed, so concurrent callers are safe).
@@ -803,7 +838,9 @@ def ensure_synthetic(
     load_vocabulary(dataset)
     if videos < 2:
         raise ValueError(f"data.synthetic_videos: need at least 2 videos per split, got {videos}")
-    spec = SynthSpec(dataset, videos, seed, feature_dim, signals or DEFAULT_SIGNALS)
+    video_shape(shape)  # validates the name
+    checkpoint = None if clip_checkpoint is None else str(Path(clip_checkpoint).resolve())
+    spec = SynthSpec(dataset, videos, seed, feature_dim, signals or DEFAULT_SIGNALS, shape, checkpoint)
     out_dir = Path(out_dir)
     if _matches(out_dir, spec):
         return out_dir
@@ -846,17 +883,13 @@ def generate_synthetic(spec: SynthSpec, root: Path | str) -> dict[str, Any]:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=False)
     vocab = load_vocabulary(spec.dataset)
-    sem = class_semantics(vocab, spec.feature_dim, spec.seed, spec.signals.class_text)
+    sem = class_semantics(vocab, spec.feature_dim, spec.seed, spec.signals.class_text, spec.clip_checkpoint)
     info: dict[str, Any] = {
         "dataset": spec.dataset,
         "synthetic": True,
         "note": "Generated data (docs/data.md); its numbers are not comparable to the paper's.",
         "generator": spec.settings(),
-        "feature_model": {
-            "name": "synthetic-mixing",
-            "class_semantics": "sage_tiny",
-            "fingerprint": sem.fingerprint,
-        },
+        "feature_model": feature_model_record(sem.fingerprint, sem.clip, root=True),
         "tracklet_frame_offset": 0,
         "sources": list(SOURCES),
         "teachers": sorted(TEACHERS),
@@ -874,11 +907,12 @@ def _generate_split(
     spec: SynthSpec, root: Path, split: str, vocab: Vocabulary, sem: Semantics, hashes: dict[str, str]
 ) -> dict[str, int]:
     rng = _rng(spec, split, "videos")
+    shape = video_shape(spec.shape)
     write_annotation_folder(
         root / "annotations",
         spec.dataset,
         split,
-        [generate_video(rng, vocab, split, i) for i in range(spec.videos)],
+        [generate_video(rng, vocab, split, i, shape) for i in range(shape.split_videos(spec.videos, split))],
     )
     videos = {v.video_id: v for v in load_annotation_folder(root / "annotations", spec.dataset, split)}
     det_rng = _rng(spec, split, "det")
@@ -915,7 +949,7 @@ def _generate_split(
         store_dir = root / "features" / split / source
         store = write_feature_store(
             store_dir, samples, visual, dataset=spec.dataset, split=split, source=source,
-            feature_model={"name": "synthetic-mixing", "fingerprint": sem.fingerprint},
+            feature_model=feature_model_record(sem.fingerprint, sem.clip, root=False),
             synthetic=True, settings=spec.settings(),
         )  # fmt: skip
         hashes[f"features/{split}/{source}"] = store.content_hash

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from sage_model.eval.viou import box_areas, frames_viou, intersection_areas
+
 OVMMP_DET_FRAME_OFFSET = 0
 """Frame offset that maps OV-MMP's released detected VidVRD tracklets onto annotation frames (measured)."""
 
@@ -102,31 +104,15 @@ def contiguous_runs(frames: np.ndarray) -> list[tuple[int, int]]:
     return [(int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
 
 
-def box_area(boxes: np.ndarray) -> np.ndarray:
-    """Areas with VidVRD's inclusive "+1" pixel convention, (n,)."""
-    return (boxes[:, 2] - boxes[:, 0] + 1.0) * (boxes[:, 3] - boxes[:, 1] + 1.0)
-
-
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Element-wise IoU of (n, 4) boxes with the "+1" convention, (n,)."""
-    inter = _intersection(a, b)
-    return inter / (box_area(a) + box_area(b) - inter)
-
-
-def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    w = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + 1.0
-    h = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + 1.0
-    return np.clip(w, 0.0, None) * np.clip(h, 0.0, None)
+    inter = intersection_areas(a, b)
+    return inter / (box_areas(a) + box_areas(b) - inter)
 
 
 def viou(a: Track, b: Track) -> float:
     """Voluminal IoU as the VidVRD helper defines it ("+1" boxes), for tracks with any frame sets."""
-    common, ia, ib = np.intersect1d(a.frames, b.frames, assume_unique=True, return_indices=True)
-    if len(common) == 0:
-        return 0.0
-    overlap = float(_intersection(a.boxes[ia].astype(np.float64), b.boxes[ib].astype(np.float64)).sum())
-    volume = float(box_area(a.boxes.astype(np.float64)).sum() + box_area(b.boxes.astype(np.float64)).sum())
-    return overlap / (volume - overlap)
+    return frames_viou(a.frames, a.boxes, b.frames, b.boxes)
 
 
 def match_tracks(detected: Sequence[Track], truth: Sequence[Track], threshold: float = 0.5) -> list[int]:

@@ -21,6 +21,12 @@ association used by the open-vocabulary VidVRD baselines:
    shorter than 2 frames is dropped (VidVRD-II treats it as invalid); sorted by score, first
    ``top_k`` (200) kept. VidVRD-II's optional NMS (off by default there) is not applied.
 
+``associate_pairs`` is OV-MMP's linking instead: the relations of one track pair (``pair`` =
+subject and object track ids) with the same triplet, in time order, are linked while each one's
+window starts no later than the previous one's window ends (consecutive clips, or overlapping
+windows); a gap starts a new video-level relation. Score by ``aggregation`` as above (OV-MMP:
+``s * o * mean(p)``, i.e. "mean"); trajectories joined as in 6., output as in 7.
+
 Cubic IoU of two trajectories: over their common frames, sum of "+1" intersection areas divided by
 (sum of both "+1" areas - intersection), denominator at least 1e-8. If they do not overlap in time
 but the gap is shorter than ``temporal_tolerance`` frames, the IoU of the facing boxes (last box of
@@ -39,6 +45,7 @@ import numpy as np
 from sage_model.eval.viou import box_areas, intersection_areas
 
 Aggregation = Literal["sum", "mean"]
+Method = Literal["greedy", "pair"]
 Triplet = tuple[str, str, str]
 
 
@@ -50,6 +57,7 @@ class SegmentRelation:
     ``[begin, end)``. ``segment`` is the (start, end) window the relation was predicted in; relations
     of the same window are associated together. It defaults to ``(begin, end)``, which is right when
     relations span their whole segment; give it when durations are cut to the subject/object overlap.
+    ``pair`` (subject track id, object track id) identifies the track pair for :func:`associate_pairs`.
     """
 
     video_id: str
@@ -60,6 +68,7 @@ class SegmentRelation:
     sub_traj: np.ndarray
     obj_traj: np.ndarray
     segment: tuple[int, int] | None = None
+    pair: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         where = f"segment relation {self.triplet} of video {self.video_id!r} [{self.begin}, {self.end})"
@@ -222,6 +231,59 @@ def _serialize(track: _VideoRelation, aggregation: Aggregation) -> dict[str, Any
         "sub_traj": track.sub.boxes[start - track.sub.start : stop - track.sub.start].tolist(),
         "obj_traj": track.obj.boxes[start - track.obj.start : stop - track.obj.start].tolist(),
     }
+
+
+def associate_pairs(
+    segment_relations: Iterable[SegmentRelation], top_k: int = 200, *, aggregation: Aggregation = "mean"
+) -> list[dict[str, Any]]:
+    """Video-level relations of ONE video by track-pair linking (OV-MMP); every relation needs ``pair``.
+
+    Returns at most ``top_k`` entries ``{triplet, score, duration, sub_traj, obj_traj}``, by score.
+    """
+    if aggregation not in ("sum", "mean"):
+        raise ValueError(f"aggregation: must be 'sum' or 'mean', got {aggregation!r}")
+    chains: dict[tuple[tuple[int, int], Triplet], list[SegmentRelation]] = defaultdict(list)
+    for r in segment_relations:
+        if r.pair is None:
+            raise ValueError(
+                f"associate_pairs: relation {r.triplet} of video {r.video_id!r} has no track pair"
+            )
+        chains[(r.pair, r.triplet)].append(r)
+    if len({r.video_id for rels in chains.values() for r in rels}) > 1:
+        raise ValueError("associate_pairs: relations of several videos; associate one video at a time")
+    tracks: list[_VideoRelation] = []
+    for (_, triplet), rels in chains.items():
+        reach = None  # end of the window of the last linked relation
+        for r in sorted(rels, key=lambda r: (r.window, r.begin)):
+            sub, obj = _Trajectory(r.begin, r.sub_traj), _Trajectory(r.begin, r.obj_traj)
+            if reach is not None and r.window[0] <= reach:  # consecutive: extend this chain's relation
+                track = tracks[-1]
+                track.sub, track.obj = join_trajectories(track.sub, sub), join_trajectories(track.obj, obj)
+                track.scores.append(float(r.score))
+                reach = max(reach, r.window[1])
+            else:
+                tracks.append(_VideoRelation(triplet, sub, obj, [float(r.score)]))
+                reach = r.window[1]
+    entries = [e for e in (_serialize(t, aggregation) for t in tracks) if e is not None]
+    entries.sort(key=lambda e: e["score"], reverse=True)
+    return entries[:top_k]
+
+
+def associate(
+    segment_relations: Iterable[SegmentRelation],
+    top_k: int = 200,
+    *,
+    method: Method = "greedy",
+    aggregation: Aggregation = "sum",
+    **greedy_options: Any,
+) -> list[dict[str, Any]]:
+    """One video's relations by ``method``: ``greedy`` (:func:`associate_segments`, which takes
+    ``greedy_options``) or ``pair`` (:func:`associate_pairs`)."""
+    if method == "greedy":
+        return associate_segments(segment_relations, top_k, aggregation=aggregation, **greedy_options)
+    if method == "pair":
+        return associate_pairs(segment_relations, top_k, aggregation=aggregation)
+    raise ValueError(f"association: must be 'greedy' or 'pair', got {method!r}")
 
 
 def associate_videos(

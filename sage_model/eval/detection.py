@@ -43,6 +43,24 @@ _BOUND_MARGIN = 1e-9  # pruning skips a pair only when its vIoU upper bound is b
 
 
 @dataclass(frozen=True)
+class VideoParts:
+    """One evaluated video's share of the metrics, as fractions and counts.
+
+    mean AP and tagging precision@K are plain means of ``ap`` / ``p{K}`` over videos; Recall@K
+    is the ratio ``sum(tp{K}) / sum(n_gt)``, never a mean of per-video recalls.
+    """
+
+    video_id: str
+    ap: float
+    tp50: int
+    tp100: int
+    n_gt: int
+    p1: float
+    p5: float
+    p10: float
+
+
+@dataclass(frozen=True)
 class DetectionMetrics:
     """Official relation detection/tagging metrics, as fractions (papers report x100)."""
 
@@ -54,6 +72,9 @@ class DetectionMetrics:
     mprec_at_10: float
     video_ap: dict[str, float]
     """AP of every evaluated video (videos with at least one GT relation), in GT order."""
+    videos: tuple[VideoParts, ...] = ()
+    """What every metric above decomposes into, per evaluated video (GT order): resampling these
+    recomputes each metric exactly (the report's confidence intervals rest on it)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the keys of the ``harness evaluate --json`` output."""
@@ -258,7 +279,15 @@ class _Problem:
     def metrics(self, hit: np.ndarray, tagging_divisor: TaggingDivisor) -> DetectionMetrics:
         aps = self.average_precisions(hit)
         recalls = [self.recall_at(hit, k) for k in DETECTION_NRETURNS]
-        precs = self.tagging_precisions(TAGGING_NRETURNS, tagging_divisor)
+        per_video_prec: list[list[float]] = []
+        precs = self.tagging_precisions(TAGGING_NRETURNS, tagging_divisor, per_video_prec)
+        tps = [self.hits_at(hit, k) for k in DETECTION_NRETURNS]
+        parts = tuple(
+            VideoParts(vid, float(ap), int(t50), int(t100), int(n), float(q1), float(q5), float(q10))
+            for vid, ap, t50, t100, n, q1, q5, q10 in zip(
+                self.videos, aps, *tps, self.n_gt.tolist(), *per_video_prec, strict=True
+            )
+        )
         return DetectionMetrics(
             mean_ap=float(np.mean(aps)),
             rec_at_50=recalls[0],
@@ -267,6 +296,7 @@ class _Problem:
             mprec_at_5=precs[1],
             mprec_at_10=precs[2],
             video_ap={vid: float(ap) for vid, ap in zip(self.videos, aps, strict=True)},
+            videos=parts,
         )
 
     def average_precisions(self, hit: np.ndarray) -> np.ndarray:
@@ -309,8 +339,18 @@ class _Problem:
         hits = int(np.count_nonzero(hit & (self.rank < k)))
         return float(np.float32(hits) / np.maximum(np.float32(self.n_gt.sum()), _EPS32))
 
-    def tagging_precisions(self, ks: Iterable[int], divisor: TaggingDivisor) -> list[float]:
-        """Mean tagging precision@k for each k (official: at rank min(k, #unique); "k": divided by k)."""
+    def hits_at(self, hit: np.ndarray, k: int) -> list[int]:
+        """(E,) hits within each video's top-k predictions (the numerators of Recall@k)."""
+        counts = np.bincount(self.video[hit & (self.rank < k)], minlength=len(self.videos))
+        return counts.tolist()
+
+    def tagging_precisions(
+        self, ks: Iterable[int], divisor: TaggingDivisor, per_video: list[list[float]] | None = None
+    ) -> list[float]:
+        """Mean tagging precision@k for each k (official: at rank min(k, #unique); "k": divided by k).
+
+        ``per_video``, when given, receives for each k the (E,) per-video precisions averaged.
+        """
         n_videos = len(self.videos)
         ptrip = self.pred.triplet[self.rows]
         keys = self.video * max(len(self.pred.vocab), 1) + ptrip
@@ -332,6 +372,8 @@ class _Problem:
             # predictions (which makes numpy average in float64): reproduce both.
             values = [x if n else 0.0 for x, n in zip(prec, n_unique.tolist(), strict=True)]
             out.append(float(np.mean(values)))
+            if per_video is not None:
+                per_video.append([float(x) for x in values])
         return out
 
 

@@ -36,15 +36,21 @@ def viou(
     boxes1: np.ndarray, duration1: tuple[int, int], boxes2: np.ndarray, duration2: tuple[int, int]
 ) -> float:
     """vIoU of two trajectories, ``boxesN`` (L, 4) covering frames ``[durationN[0], durationN[1])``."""
+    return frames_viou(np.arange(*duration1), boxes1, np.arange(*duration2), boxes2)
+
+
+def frames_viou(frames1: np.ndarray, boxes1: np.ndarray, frames2: np.ndarray, boxes2: np.ndarray) -> float:
+    """vIoU of two trajectories with boxes (L, 4) at sorted, distinct frame numbers (L,).
+
+    Frames need not be contiguous (a ground-truth object split into fragments, a tracklet with
+    holes); the temporal intersection is the set of frames both have.
+    """
     b1 = np.asarray(boxes1, np.float64)
     b2 = np.asarray(boxes2, np.float64)
-    start = max(duration1[0], duration2[0])
-    stop = min(duration1[1], duration2[1])
-    if start >= stop:
+    _, i1, i2 = np.intersect1d(frames1, frames2, assume_unique=True, return_indices=True)
+    if len(i1) == 0:
         return 0.0
-    a = b1[start - duration1[0] : stop - duration1[0]]
-    b = b2[start - duration2[0] : stop - duration2[0]]
-    overlap = float(np.add.accumulate(intersection_areas(a, b))[-1])
+    overlap = float(np.add.accumulate(intersection_areas(b1[i1], b2[i2]))[-1])
     return overlap / (trajectory_volume(b1) + trajectory_volume(b2) - overlap)
 
 

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from sage_model.clip import build_clip, model_fingerprint
+from sage_model.clip import build_clip
+from sage_model.clip import clip_identity as clip_identity_of
 from sage_model.data.annotations import VideoAnnotation, annotation_files, load_annotation_file
 from sage_model.data.samples import PairSamples, plan_pair_samples
 from sage_model.data.segments import NUM_KEYFRAMES
@@ -324,14 +325,9 @@ def assemble_feature_store(
 
 
 def clip_identity(preset: str, checkpoint: Path | None) -> dict[str, Any]:
-    """``feature_model`` of the manifest: preset, checkpoint file name and weight fingerprint."""
-    model = build_clip(preset, checkpoint)
-    return {
-        "name": preset,
-        "checkpoint": None if checkpoint is None else Path(checkpoint).name,
-        "fingerprint": model_fingerprint(model),
-        "embed_dim": int(model.visual.output_dim),
-    }
+    """``feature_model`` of the manifest: preset, checkpoint file name, weight fingerprint, width and
+    activation (:func:`sage_model.clip.clip_identity`, what models are compared with)."""
+    return clip_identity_of(build_clip(preset, checkpoint), preset, checkpoint)
 
 
 def remove_work_dir(path: Path) -> None:

@@ -103,8 +103,3 @@ def read_frames(path: Path, indices: Iterable[int]) -> dict[int, np.ndarray]:
     """All requested frames at once, ``{index: (H, W, 3) uint8}`` (see :func:`iter_frames`)."""
     return dict(iter_frames(path, indices))
 
-
-def video_frame_count(path: Path) -> int:
-    """Decoded frame count (exact: decodes the whole stream)."""
-    with av.open(str(path)) as container:
-        return sum(1 for _ in container.decode(container.streams.video[0]))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -40,11 +41,15 @@ def interaction_loss(int_logit: Tensor, target: Tensor, gamma: float) -> Tensor:
 
 
 def object_loss(subject_logits: Tensor, object_logits: Tensor, subject_t: Tensor, object_t: Tensor) -> Tensor:
-    """CE(subject) + CE(object); a batch whose targets are all ignored contributes 0."""
-    total = subject_logits.new_zeros(())
+    """CE(subject) + CE(object), each the mean over its non-ignored pairs; all ignored -> 0.
+
+    Written as sum / count rather than ``reduction="mean"`` behind an ``any()`` test so that no
+    step waits for the GPU to answer a Python ``if``.
+    """
+    total = subject_logits.new_zeros((), dtype=torch.float32)
     for logits, target in ((subject_logits, subject_t), (object_logits, object_t)):
-        if bool((target != IGNORE).any()):
-            total = total + F.cross_entropy(logits.float(), target, ignore_index=IGNORE)
+        summed = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum")
+        total = total + summed / (target != IGNORE).sum().clamp_min(1)
     return total
 
 
@@ -57,13 +62,17 @@ def knowledge_loss(classifier: Tensor, knowledge: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class LossTerms:
-    """The total loss and its parts (parts are detached, for logging)."""
+    """The total loss and its parts (0-dim tensors on the loss's device; parts detached, for logging).
+
+    Parts stay tensors so that logging them costs no host-device sync per step (the trainer sums
+    them on the device and reads them once per epoch).
+    """
 
     total: Tensor
-    rel: float
-    obj: float
-    int: float
-    kg: float
+    rel: Tensor
+    obj: Tensor
+    int: Tensor
+    kg: Tensor
 
 
 def sage_loss(
@@ -87,8 +96,8 @@ def sage_loss(
     total = rel + cfg.alpha * obj + cfg.beta * inter + cfg.gamma * kg
     return LossTerms(
         total=total,
-        rel=float(rel.detach()),
-        obj=float(obj.detach()),
-        int=float(inter.detach()),
-        kg=float(kg.detach()),
+        rel=rel.detach(),
+        obj=obj.detach(),
+        int=inter.detach(),
+        kg=kg.detach(),
     )

@@ -10,8 +10,12 @@ Scores of one pair at one segment (all in [0, 1]):
 * triplet score = ``s_subject * p_r * s_object`` (the product of OV-MMP and UASAN; RePro uses
   the mean). The ``predicates_per_pair`` best predicates of each pair and segment are kept.
 
-The segment relations of a video are joined into video-level relations by the evaluation
-module's association (``sage_model.eval.associate_segments``), which also keeps the top-K.
+Which stored segments are predicted (``eval.segmentation``): every 30/15 window (``vidvrd2``) or,
+per track pair, the windows that make non-overlapping clips (``ovmmp``,
+:func:`sage_model.data.segments.non_overlapping_rows`). The segment relations of a video are
+joined into video-level relations by the evaluation module's association
+(``sage_model.eval.associate``: greedy or by track pair, ``eval.association``), which also keeps
+the top-K.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sage_model.data.segments import non_overlapping_rows
 from sage_model.model.sage import SageModel
 
 Task = Literal["sgdet", "sgcls", "predcls"]
+Segmentation = Literal["vidvrd2", "ovmmp"]
 PREDICTION_VERSION = "VERSION 1.0"
 PER_SEGMENT_TOP_K = 200  # the association's own per-window cut (sage_model.eval.associate_segments)
 
@@ -65,10 +71,11 @@ def score_pairs(
     model.eval()
     device = device or next(model.parameters()).device
     preds, subs, objs = [], [], []
+    predicates_on, objects_on = predicate_classes.to(device), object_classes.to(device)
     for start in range(0, len(dataset), batch_size):
         idx = np.arange(start, min(start + batch_size, len(dataset)))
         batch = {k: v.to(device) for k, v in dataset.get_batch(idx).items()}
-        out = model(batch, predicate_classes.to(device), object_classes.to(device))
+        out = model(batch, predicates_on, objects_on)
         prob = out.rel_logits.float().sigmoid() * out.int_logit.float().sigmoid().unsqueeze(-1)  # (B, C)
         preds.append(prob.cpu())
         subs.append(out.subject_logits.float().softmax(-1).cpu())
@@ -94,11 +101,15 @@ class PairRows:
     object_class: np.ndarray  # (N,) int
     seg_traj: np.ndarray  # (N, 2, 30, 4) pixels
     seg_span: np.ndarray  # (N, 2) absolute [begin, end)
+    subject_tid: np.ndarray | None = None  # (N,) int track ids: the pair's identity within its video
+    object_tid: np.ndarray | None = None  # (N,) int
 
     @classmethod
     def from_store(cls, store: Any, rows: np.ndarray) -> PairRows:
         order = np.asarray(rows, dtype=np.int64)
         return cls(
+            subject_tid=store.rows.subject_tid[order].astype(np.int64),
+            object_tid=store.rows.object_tid[order].astype(np.int64),
             video_id=store.rows.video_id[order],
             segment_start=store.rows.segment_start[order].astype(np.int64),
             segment_end=store.rows.segment_end[order].astype(np.int64),
@@ -153,6 +164,33 @@ def choose_objects(
     )
 
 
+def clip_starts(rows: PairRows, segmentation: Segmentation) -> np.ndarray:
+    """(N,) first frame each row predicts from; -1 = the row is not predicted.
+
+    ``vidvrd2``: every row from its window start. ``ovmmp``: per (video, subject, object) track
+    pair, the rows of :func:`~sage_model.data.segments.non_overlapping_rows` (non-overlapping
+    clips; a last shorter clip starts where the previous one ended).
+    """
+    if segmentation == "vidvrd2":
+        return rows.segment_start.astype(np.int64)
+    if segmentation != "ovmmp":
+        raise ValueError(f"eval.segmentation: must be 'vidvrd2' or 'ovmmp', got {segmentation!r}")
+    if rows.subject_tid is None or rows.object_tid is None:
+        raise ValueError("eval.segmentation: ovmmp needs the rows' track ids (PairRows.from_store)")
+    starts = np.full(len(rows.segment_start), -1, dtype=np.int64)
+    video = np.unique(rows.video_id.astype(str), return_inverse=True)[1].reshape(-1)
+    order = np.lexsort((rows.segment_start, rows.object_tid, rows.subject_tid, video))
+    keys = np.stack([video, rows.subject_tid, rows.object_tid], axis=1)[order]  # (N, 3) sorted
+    cuts = np.r_[0, np.flatnonzero((keys[1:] != keys[:-1]).any(axis=1)) + 1, len(order)]
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        pair = order[lo:hi]
+        kept, begin = non_overlapping_rows(
+            rows.segment_start[pair], rows.segment_end[pair], rows.seg_span[pair]
+        )
+        starts[pair[kept]] = begin
+    return starts
+
+
 def segment_relations(
     rows: PairRows,
     predicate_scores: np.ndarray,
@@ -160,17 +198,20 @@ def segment_relations(
     objects: ObjectChoice,
     top_predicates: int,
     per_segment_top_k: int = PER_SEGMENT_TOP_K,
+    segmentation: Segmentation = "vidvrd2",
 ) -> list[Any]:
     """``SegmentRelation`` list: the best ``top_predicates`` predicates of every valid pair.
 
     Only the ``per_segment_top_k`` best relations of each segment window are built: the
     association reads no more than that many per window (its own cut, same stable order), so
-    the result is unchanged and the construction cost bounded.
+    the result is unchanged and the construction cost bounded. ``segmentation`` says which rows
+    are predicted, and from which frame (:func:`clip_starts`).
     """
     from sage_model.eval import SegmentRelation
 
     k = min(top_predicates, predicate_scores.shape[1])
-    valid = np.flatnonzero(objects.valid)
+    clip = clip_starts(rows, segmentation)  # (N,)
+    valid = np.flatnonzero(objects.valid & (clip >= 0))
     if k == 0 or len(valid) == 0:
         return []
     top = np.argsort(-predicate_scores[valid], axis=1, kind="stable")[:, :k]  # (V, k) best first
@@ -184,9 +225,10 @@ def segment_relations(
     video = np.unique(rows.video_id[row].astype(str), return_inverse=True)[1].reshape(-1)
     keep = _top_per_group(video * (int(window.max()) + 1) + window, flat_score, per_segment_top_k)
     out = []
+    has_pair = rows.subject_tid is not None and rows.object_tid is not None
     for i in keep:
         n, c = int(row[i]), int(flat_class[i])
-        begin, end = int(rows.seg_span[n, 0]), int(rows.seg_span[n, 1])
+        begin, end = max(int(rows.seg_span[n, 0]), int(clip[n])), int(rows.seg_span[n, 1])
         offset = begin - int(rows.segment_start[n])
         out.append(
             SegmentRelation(
@@ -197,7 +239,8 @@ def segment_relations(
                 end=end,
                 sub_traj=rows.seg_traj[n, 0, offset : offset + end - begin],
                 obj_traj=rows.seg_traj[n, 1, offset : offset + end - begin],
-                segment=(int(rows.segment_start[n]), int(rows.segment_end[n])),
+                segment=(int(clip[n]), int(rows.segment_end[n])),
+                pair=(int(rows.subject_tid[n]), int(rows.object_tid[n])) if has_pair else None,  # type: ignore[index]
             )
         )
     return out
@@ -212,14 +255,17 @@ def _top_per_group(group: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
     return np.sort(order[rank < k])
 
 
-def video_relations(seg_relations: list[Any], video_ids: Sequence[str], top_k: int) -> dict[str, list[dict]]:
-    """Association per video; every listed video gets a (possibly empty) entry."""
-    from sage_model.eval import associate_segments
+def video_relations(
+    seg_relations: list[Any], video_ids: Sequence[str], top_k: int, **association: Any
+) -> dict[str, list[dict]]:
+    """Association per video (``association``: keywords of ``sage_model.eval.associate``, default
+    greedy with sum); every listed video gets a (possibly empty) entry."""
+    from sage_model.eval import associate
 
     by_video: dict[str, list[Any]] = {vid: [] for vid in video_ids}
     for rel in seg_relations:
         by_video.setdefault(rel.video_id, []).append(rel)
-    return {vid: (associate_segments(rels, top_k=top_k) if rels else []) for vid, rels in by_video.items()}
+    return {vid: (associate(rels, top_k, **association) if rels else []) for vid, rels in by_video.items()}
 
 
 def write_predictions(path: Path, results: dict[str, list[dict]]) -> Path:

@@ -15,6 +15,11 @@ move their features) and the prompt learner and adapters learn. Without class en
 (``prompt.strategy: none``) the classifier is the frozen hand-crafted template
 ``"<template_text> <name>."`` in both stages. :meth:`SageModel.set_stage` is the one place
 where parameters are frozen.
+
+Teacher at test time (``semantic.at_test``, docs/model.md): with ``teacher`` every pass reads the
+batch's teacher features; with ``none`` every pass but stage-1 training uses the learnt
+no-teacher tokens ``null_teacher (4, H)``, which stage 1 also substitutes for a pair's teacher
+with probability ``semantic.teacher_dropout``.
 """
 
 from __future__ import annotations
@@ -100,7 +105,8 @@ class SageModel(nn.Module):
         self.text_encoder = LayerwiseTextEncoder(clip)
         embed = self.text_encoder.embed_dim
         dim = cfg.hidden_dim or embed
-        self.tau = cfg.loss.tau
+        self.tau = cfg.loss.tau  # relation logits
+        self.object_tau = cfg.loss.effective_object_tau  # object logits
         knowledge = encode_texts(clip, class_sentences(self.predicates, cfg.class_template))
         self.register_buffer("knowledge", knowledge, persistent=False)  # W_clip (P, E)
         object_text = encode_texts(clip, class_sentences(self.objects, cfg.class_template))
@@ -109,6 +115,13 @@ class SageModel(nn.Module):
         self.visual_in = _input_projection(feature_dim, dim)
         uses_teacher = cfg.semantic.fusion != "none"
         self.teacher_in = _input_projection(teacher_dim or dim, dim) if uses_teacher else None
+        # The learnt "no teacher" tokens, one per perspective: what a pair sees instead of teacher
+        # features when they are dropped in training or absent at test (semantic.at_test: none).
+        # Zero init draws no random numbers, so models without them initialise as before.
+        needs_null = uses_teacher and (
+            cfg.semantic.at_test == "none" or cfg.semantic.effective_teacher_dropout > 0
+        )
+        self.null_teacher = nn.Parameter(torch.zeros(4, dim)) if needs_null else None  # (4, H)
         self.semantic = SemanticEnhancement(cfg.semantic, dim)
         self.spatio_temporal = SpatioTemporal(cfg.spatio_temporal, dim, blocks, frames)
         self.interaction = InteractionHead(4 * dim, dim)
@@ -135,6 +148,10 @@ class SageModel(nn.Module):
         mods += [self.object_proj, self.relation_proj]
         return mods + ([self.teacher_in] if self.teacher_in is not None else [])
 
+    def visual_parameters(self) -> list[nn.Parameter]:
+        """Parameters stage 1 trains that belong to no module of :meth:`visual_modules`."""
+        return [self.null_teacher] if self.null_teacher is not None else []
+
     def class_modules(self) -> list[nn.Module]:
         mods: list[nn.Module | None] = [self.prompt, self.visual_adapter, self.text_adapter]
         return [m for m in mods if m is not None]
@@ -149,6 +166,9 @@ class SageModel(nn.Module):
             param.requires_grad_(False)
         for module in self.visual_modules() if stage == 1 else self.class_modules():
             for param in module.parameters():
+                param.requires_grad_(True)
+        if stage == 1:
+            for param in self.visual_parameters():
                 param.requires_grad_(True)
         if self.prompt is not None and not self.prompt.context.trainable:
             self.prompt.context.vectors.requires_grad_(False)  # the 'fixed' init stays frozen
@@ -172,6 +192,11 @@ class SageModel(nn.Module):
             self._cache.clear()
         return self
 
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        """``.to()``/``.cuda()``/``.half()`` go through here: cached classifiers would stay behind."""
+        self._cache.clear()
+        return super()._apply(fn, recurse)
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
         self._cache.clear()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
@@ -180,16 +205,39 @@ class SageModel(nn.Module):
     def encode_pairs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """V_vr (B, 4H) and subject/object features (B, 2, H) of a batch."""
         tokens = self.visual_in(batch["visual"].float())  # (B, T, 4, H)
-        teacher = None
-        if self.teacher_in is not None:
-            if batch.get("teacher") is None:
-                raise ValueError(
-                    f"model.semantic.fusion={self.cfg.semantic.fusion!r} needs a teacher artifact; "
-                    "use data.teacher with an existing teacher or model.semantic.fusion: none"
-                )
-            teacher = self.teacher_in(batch["teacher"].float())
+        teacher = self.teacher_tokens(batch, tokens) if self.teacher_in is not None else None
         tokens = self.semantic(tokens, teacher)
         return self.spatio_temporal(tokens, batch["boxes"].float())
+
+    @property
+    def trains_visual(self) -> bool:
+        """Stage 1 in training mode: the only time the visual path (and teacher dropout) learns."""
+        return self.training and self.stage == 1
+
+    def teacher_tokens(self, batch: dict[str, Tensor], tokens: Tensor) -> Tensor:
+        """Teacher tokens (B, T, 4, H): the projected teacher features, or the no-teacher tokens.
+
+        ``semantic.at_test: none``: every pass except stage-1 training uses the no-teacher tokens
+        (stage 2 trains the classifier on the features the test will see), and the batch's
+        teacher is not read. Stage-1 training replaces a pair's teacher by them with probability
+        ``semantic.teacher_dropout``.
+        """
+        if self.null_teacher is not None and self.cfg.semantic.at_test == "none" and not self.trains_visual:
+            return self.null_teacher.expand_as(tokens)
+        has = batch.get("has_teacher")
+        if batch.get("teacher") is None or (has is not None and not bool(has.all())):
+            raise ValueError(
+                f"model.semantic.fusion={self.cfg.semantic.fusion!r} needs a teacher artifact; "
+                "use data.teacher with an existing teacher, model.semantic.fusion: none, or "
+                "model.semantic.at_test: none (test pairs without teacher)"
+            )
+        assert self.teacher_in is not None, "teacher_tokens is only called when the model fuses a teacher"
+        teacher = self.teacher_in(batch["teacher"].float())  # (B, T, 4, H)
+        rate = self.cfg.semantic.effective_teacher_dropout
+        if self.null_teacher is not None and self.trains_visual and rate > 0:
+            dropped = torch.rand(teacher.shape[0], device=teacher.device) < rate  # (B,)
+            teacher = torch.where(dropped[:, None, None, None], self.null_teacher.to(teacher.dtype), teacher)
+        return teacher
 
     def classifier(self, classes: Tensor, v_vr: Tensor | None = None) -> Tensor:
         """L2-normalised F'_L of ``classes``: (C, E), or (B, C, E) for image_cond in stage 2.
@@ -200,8 +248,8 @@ class SageModel(nn.Module):
         """
         per_instance = self.stage == 2 and isinstance(self.prompt, ImageCondPrompt)
         cacheable = not per_instance and not self.training and not torch.is_grad_enabled()
-        key = (self.stage, tuple(classes.tolist()))
-        if cacheable and key in self._cache:
+        key = (self.stage, tuple(classes.tolist())) if cacheable else None  # tolist: a host sync
+        if key is not None and key in self._cache:
             return self._cache[key]
         if self.prompt is None:  # w/o CE: the hand-crafted template, in both stages
             text = self.handcrafted[classes]
@@ -215,7 +263,7 @@ class SageModel(nn.Module):
         if self.stage == 2 and self.text_adapter is not None:
             text = self.text_adapter(text)
         text = F.normalize(text.float(), dim=-1)
-        if cacheable:
+        if key is not None:
             self._cache[key] = text
         return text
 
@@ -237,7 +285,7 @@ class SageModel(nn.Module):
         else:
             rel_logits = torch.einsum("be,bce->bc", rel, classifier) / self.tau
         obj = F.normalize(self.object_proj(objects).float(), dim=-1)  # (B, 2, E)
-        obj_logits = obj @ self.object_text[object_classes].t() / self.tau  # (B, 2, O)
+        obj_logits = obj @ self.object_text[object_classes].t() / self.object_tau  # (B, 2, O)
         return ModelOutput(
             rel_logits=rel_logits,
             int_logit=self.interaction(v_vr).float(),
@@ -247,9 +295,17 @@ class SageModel(nn.Module):
             knowledge=self.knowledge[predicate_classes],
         )
 
-    def parameter_count(self) -> int:
-        """All parameters of the inference model (frozen CLIP text tower included)."""
-        return sum(p.numel() for p in self.parameters())
+    def parameter_count(self, *, token_embedding: bool = True) -> int:
+        """All parameters of the inference model (frozen CLIP text tower included).
+
+        ``token_embedding=False`` leaves out CLIP's token embedding table (vocabulary x width:
+        25.3 M of ViT-B/16's text tower), a lookup table rather than computation; the paper's
+        Table 10 count (55.64 M) most likely leaves it out.
+        """
+        total = sum(p.numel() for p in self.parameters())
+        if token_embedding:
+            return total
+        return total - sum(p.numel() for p in self.text_encoder.token_embedding.parameters())
 
     def trainable_state(self) -> dict[str, Tensor]:
         """State without the frozen CLIP text tower (rebuilt from the preset on load)."""
@@ -289,7 +345,7 @@ def build_model(
         vocab.objects
     ):
         raise ValueError("build_model: predicates/objects must start with the training vocabulary's classes")
-    clip = clip if clip is not None else build_clip(cfg.preset, cfg.clip_checkpoint)
+    clip = clip if clip is not None else build_clip(cfg.preset, cfg.clip_checkpoint, cfg.clip_quick_gelu)
     blocks = cfg.spatio_temporal.blocks or DEFAULT_BLOCKS[vocab.dataset]
     return SageModel(
         cfg,

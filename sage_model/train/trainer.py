@@ -30,20 +30,12 @@ from torch import Tensor
 from sage_model.config import TrainConfig
 from sage_model.model.losses import IGNORE, LossTerms, sage_loss
 from sage_model.model.sage import SageModel
+from sage_model.records import EpochReport  # re-exported: the harness contract names it here
 from sage_model.train.seeding import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 SELECT_METRIC = "val/predcls_all_map"
-
-
-@dataclass(frozen=True)
-class EpochReport:
-    """What the harness logs after each epoch: ``{"train/loss": .., "val/predcls_all_map": ..}``."""
-
-    stage: int
-    epoch: int
-    metrics: dict[str, float]
 
 
 class BatchSource(Protocol):
@@ -70,6 +62,17 @@ class TrainingVocabulary:
         target = torch.full((n_objects + 1,), IGNORE, dtype=torch.long)
         target[1 : n_base_objects + 1] = torch.arange(n_base_objects)  # slot 0 = unknown (-1)
         return cls(torch.arange(n_base_predicates), torch.arange(n_base_objects), target)
+
+    @property
+    def device(self) -> torch.device:
+        return self.object_target.device
+
+    def to(self, device: torch.device | str) -> TrainingVocabulary:
+        """The same vocabulary on ``device``: it indexes batch tensors, so it must live where they do
+        (a CUDA index into a CPU tensor is an error; a CPU index into a CUDA tensor a host sync)."""
+        return TrainingVocabulary(
+            self.base_predicates.to(device), self.base_objects.to(device), self.object_target.to(device)
+        )
 
 
 @dataclass
@@ -100,7 +103,16 @@ def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tenso
 
 
 def batch_loss(model: SageModel, batch: dict[str, Tensor], vocab: TrainingVocabulary) -> LossTerms:
-    """Forward one batch on the training classes and compute L."""
+    """Forward one batch on the training classes and compute L.
+
+    ``vocab`` must sit on the batch's device (:meth:`TrainingVocabulary.to`); checked here because
+    CUDA's own error names neither tensor.
+    """
+    if vocab.device != batch["labels"].device:
+        raise ValueError(
+            f"batch_loss: the training vocabulary is on {vocab.device}, the batch on "
+            f"{batch['labels'].device}; move it with TrainingVocabulary.to(device)"
+        )
     out = model(batch, vocab.base_predicates, vocab.base_objects)
     labels = batch["labels"][:, vocab.base_predicates].float()  # (B, Pb): novel columns masked
     return sage_loss(
@@ -132,28 +144,32 @@ def run_epoch(
     device: torch.device,
     generator: torch.Generator,
 ) -> dict[str, float]:
-    """One pass over the training pairs; returns mean losses and throughput."""
+    """One pass over the training pairs; returns mean losses and throughput.
+
+    Loss sums stay on the device; the only host sync per step is the finiteness check.
+    """
     model.train()
-    sums = {"loss": 0.0, "l_rel": 0.0, "l_obj": 0.0, "l_int": 0.0, "l_kg": 0.0}
+    names = ("loss", "l_rel", "l_obj", "l_int", "l_kg")
+    sums = torch.zeros(len(names), dtype=torch.float64, device=device)  # pair-weighted loss sums
     seen, start = 0, time.perf_counter()
     batch_size = cfg.stage2_batch_size if model.stage == 2 and cfg.stage2_batch_size else cfg.batch_size
     for batch in source.batches(batch_size, generator):
         batch = to_device(batch, device)
         with autocast(device, cfg.amp):
             terms = batch_loss(model, batch, vocab)
+        parts = torch.stack([terms.total.detach(), terms.rel, terms.obj, terms.int, terms.kg]).double()
+        if not bool(torch.isfinite(parts[0])):
+            raise FloatingPointError(
+                f"stage {model.stage}: non-finite loss {dict(zip(names, parts.tolist(), strict=True))} (lr {cfg.lr})"
+            )
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         optimizer.step()
-        if not math.isfinite(float(terms.total.detach())):
-            raise FloatingPointError(f"stage {model.stage}: non-finite loss {terms} (lr {cfg.lr})")
         n = int(batch["labels"].shape[0])
         seen += n
-        for key, value in zip(
-            sums, (float(terms.total.detach()), terms.rel, terms.obj, terms.int, terms.kg), strict=True
-        ):
-            sums[key] += value * n
+        sums += parts * n
     elapsed = time.perf_counter() - start
-    metrics = {f"train/{k}": v / max(seen, 1) for k, v in sums.items()}
+    metrics = {f"train/{k}": v / max(seen, 1) for k, v in zip(names, sums.tolist(), strict=True)}
     metrics["train/samples_per_s"] = seen / max(elapsed, 1e-9)
     metrics["train/lr"] = optimizer.param_groups[0]["lr"]
     return metrics
@@ -210,6 +226,7 @@ def train_two_stage(
     """
     started = time.perf_counter()
     model.to(device)
+    vocab = vocab.to(device)
     ckpt_path = None
     if checkpoint_dir is not None:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
@@ -262,7 +279,8 @@ def _train_stage(model: SageModel, stage: int, epochs: int, run: StageRun, resum
             value = metrics.get(SELECT_METRIC, -math.inf)
             if cfg.select_on == "val" and value > best.value:
                 best = Best(value, {k: v.detach().clone() for k, v in model.trainable_state().items()})
-        report = EpochReport(stage=stage, epoch=epoch, metrics=metrics)
+        # the global epoch index: the history is restored from the checkpoint, so it continues
+        report = EpochReport(stage=stage, epoch=epoch, metrics=metrics, step=len(run.summary.history))
         run.summary.history.append(report)
         if run.on_epoch is not None:
             run.on_epoch(report)
