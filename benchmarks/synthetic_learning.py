@@ -4,9 +4,10 @@
                                             [--set train.stage1_epochs=20 ...] [--json out.json]
 
 Each variant is one ``run_experiment`` on the default synthetic VidVRD set, one process per trial
-(``--jobs`` at a time, one torch thread each), with the training budget of the studies' ``base``
-(read from ``studies/table3_components.yaml``, the one place it is written; ``--set`` overrides it
-for every variant). It prints:
+(``--jobs`` at a time, one torch thread each), with the default's budget: the synthetic learning
+budget (``harness.schedules.SYNTHETIC_BUDGET``, the one place it is written) under the ``base`` of
+``studies/table3_components.yaml``, as ``harness run`` layers them; ``--set`` overrides it for
+every variant. It prints:
 
 * mAP (percent) per variant, PredCls and SGDet x All and Novel: mean and seed std;
 * the effect of each SAGE component = full model minus the ablation, on PredCls All and Novel,
@@ -77,10 +78,13 @@ def nested(overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def budget() -> dict[str, Any]:
-    """The default training budget: the ``base`` of the component study (what every study uses)."""
+    """The default training budget: ``SYNTHETIC_BUDGET`` beneath the component study's ``base``."""
     import yaml
 
-    return dict(yaml.safe_load(BUDGET_STUDY.read_text(encoding="utf-8"))["base"])
+    from harness.schedules import SYNTHETIC_BUDGET
+
+    base = yaml.safe_load(BUDGET_STUDY.read_text(encoding="utf-8"))["base"] or {}
+    return {**SYNTHETIC_BUDGET, **base}
 
 
 def run_trial(args: tuple[str, int, dict[str, Any], str]) -> dict[str, Any]:
@@ -279,10 +283,10 @@ def main() -> None:
     else:
         base = {**budget(), **parse_set(args.set)}
         variants = args.variants
-        from sage_model.config import DataConfig
+        from sage_model.config import ExperimentConfig
         from sage_model.data import ensure_synthetic, synthetic_root_name
 
-        data = DataConfig()  # generate the dataset once before the workers start
+        data = ExperimentConfig.model_validate(nested(base)).data  # generated once, before the workers
         ensure_synthetic(data.dataset, Path(args.cache) / synthetic_root_name(data.dataset, data.synthetic_videos,
                          data.synthetic_seed), data.synthetic_videos, data.synthetic_seed)  # fmt: skip
         jobs = [(v, s, {**base, **VARIANTS[v]}, args.cache) for v in variants for s in args.seeds]

@@ -12,8 +12,8 @@ teacher store formats. The full generator spec is in ``docs/data.md`` (section 8
 * Class semantics = centred, re-normalised tiny-CLIP text embeddings of the class names
   (``E_obj``, ``E_pred``); visual features live in a fixed random orthogonal mixing ``Q`` of them.
 * Each event is shown through ONE signal channel (:class:`Signals`), one per SAGE component:
-  appearance (union token, readable by anything), spatial (evidence in the union or frame token
-  beside a decoy there; the subject token points at it by a layout code), temporal (evidence at the segment's own
+  appearance (union token, readable by anything), spatial (evidence on the subject or object token
+  beside a decoy; the frame token says which by role), temporal (evidence at the segment's own
   keyframe, other predicates at its neighbours), semantic (evidence on the
   subject or object token beside a decoy; only the teacher's description names the true one). Novel
   predicates are reachable only through the class text (``E_pred``) in every channel.
@@ -133,17 +133,7 @@ class TeacherNoise:
 TEACHERS: dict[str, TeacherNoise] = {"asmv2": TeacherNoise(0.9, 0.3), "blip2": TeacherNoise(0.65, 0.6)}
 _DATASET_CODE = {"vidvrd": 1, "vidor": 2}
 _SPLIT_CODE = {"train": 1, "test": 2}
-_PURPOSE = {
-    "videos": 1,
-    "det": 2,
-    "scene": 3,
-    "visual": 4,
-    "teacher": 5,
-    "mix": 6,
-    "events": 7,
-    "codes": 8,
-    "coins": 9,
-}
+_PURPOSE = {"videos": 1, "det": 2, "scene": 3, "visual": 4, "teacher": 5, "mix": 6, "events": 7, "codes": 8}
 
 
 @dataclass(frozen=True)
@@ -206,13 +196,11 @@ class Semantics:
     mixing: np.ndarray  # (D, D) orthogonal Q, visual = semantic @ Q
     fingerprint: str
     visual_predicates: np.ndarray  # (P, D) V_pred = E_pred at class_text 1
-    codes: np.ndarray  # (8, D) unit codes: spatial keys/pointers, semantic keys/pointers (below)
+    codes: np.ndarray  # (5, D) unit k_role, k_A, k_B, q_A, q_B
     clip: dict[str, Any] | None = None  # identity of the checkpoint behind E_obj / E_pred (None: tiny)
 
 
-KEY_A, KEY_B, POINTER_A, POINTER_B, SEM_KEY_A, SEM_KEY_B, SEM_POINTER_A, SEM_POINTER_B = range(8)
-# Per row and keyframe, the fair coins that place spatial and semantic evidence (RowSemantics.coins).
-SEM_ON_SUBJECT, SEM_CODE_A, SPA_IN_UNION, SPA_CODE_A = range(4)
+ROLE, KEY_A, KEY_B, POINTER_A, POINTER_B = range(5)
 
 
 def class_semantics(
@@ -250,7 +238,7 @@ def class_semantics(
     mixing = np.linalg.qr(rng.standard_normal((feature_dim, feature_dim)))[0]
     text_predicates = predicates @ lift
     code_rng = np.random.default_rng([seed, _DATASET_CODE[vocab.dataset], _PURPOSE["codes"]])
-    codes = _unit_rows(code_rng.standard_normal((8, feature_dim)))
+    codes = _unit_rows(code_rng.standard_normal((5, feature_dim)))
     visual_predicates = text_predicates
     if class_text < 1.0:
         other = _unit_rows(code_rng.standard_normal(text_predicates.shape))
@@ -631,7 +619,6 @@ class RowSemantics:
     scene: np.ndarray  # (N, D) per-video scene direction
     event: np.ndarray  # (N, T) int64 event holding at each keyframe (index into Events), -1 none
     events: Events
-    coins: np.ndarray  # (N, T, 4) bool: where spatial/semantic evidence goes (SEM_ON_SUBJECT, ...)
 
 
 def row_semantics(
@@ -641,7 +628,6 @@ def row_semantics(
     vocab: Vocabulary,
     scenes: dict[str, np.ndarray],
     events: Events,
-    coin_rng: np.random.Generator,
 ) -> RowSemantics:
     """True classes, active predicates and events per row; ``origins`` maps (video, det tid) -> (GT tid, class)."""
     n, t = samples.keyframes.shape
@@ -663,7 +649,7 @@ def row_semantics(
                     active[row, :, pred] |= holds.astype(np.uint8)
     width = len(next(iter(scenes.values())))
     scene = np.stack([scenes[str(v)] for v in samples.video_id]) if n else np.zeros((0, width), np.float32)
-    return RowSemantics(sub_cls, obj_cls, active, scene, event, events, coin_rng.random((n, t, 4)) < 0.5)
+    return RowSemantics(sub_cls, obj_cls, active, scene, event, events)
 
 
 def _origin(
@@ -710,14 +696,12 @@ def visual_features(
     decoy = _set_vectors(sem.visual_predicates, rows.events.decoys)[np.maximum(rows.event, 0)]
     channel = _event_channels(rows)  # (N, T)
     union += (channel == APPEARANCE)[..., None] * true
-    on_subject, sem_a = rows.coins[..., SEM_ON_SUBJECT, None], rows.coins[..., SEM_CODE_A, None]
-    sided = (channel == SEMANTIC)[..., None]
-    key_true = np.where(sem_a, sem.codes[SEM_KEY_A], sem.codes[SEM_KEY_B])  # (N, T, D)
-    key_decoy = np.where(sem_a, sem.codes[SEM_KEY_B], sem.codes[SEM_KEY_A])
-    subject += sided * np.where(on_subject, true + key_true, decoy + key_decoy)
-    obj += sided * np.where(on_subject, decoy + key_decoy, true + key_true)
-    layout = _spatial_evidence(sem, rows.coins, true, decoy, channel == SPATIAL)  # (4, N, T, D)
-    subject, obj, union, frame = subject + layout[0], obj + layout[1], union + layout[2], frame + layout[3]
+    on_subject = rng.random((n, t)) < 0.5  # which side shows a spatial/semantic event's evidence
+    sided = ((channel == SPATIAL) | (channel == SEMANTIC))[..., None]
+    subject += sided * np.where(on_subject[..., None], true, decoy)
+    obj += sided * np.where(on_subject[..., None], decoy, true)
+    role = np.where(on_subject, 1.0, -1.0).astype(np.float32)[..., None] * sem.codes[ROLE]  # (N, T, D)
+    frame += (channel == SPATIAL)[..., None] * role
     union += _temporal_evidence(sem, rows, true, channel)
     semantic = np.stack(
         [
@@ -729,35 +713,6 @@ def visual_features(
         axis=2,
     )  # (N, T, 4, D)
     return (semantic @ sem.mixing).astype(np.float16)
-
-
-def _spatial_evidence(
-    sem: Semantics, coins: np.ndarray, true: np.ndarray, decoy: np.ndarray, on: np.ndarray
-) -> np.ndarray:
-    """(4, N, T, D) additions to the subject, object, union and frame tokens of spatial events.
-
-    The evidence is in the union or the frame token (drawn per keyframe), the decoy in the other;
-    each of the two carries a layout key (k_A or k_B, drawn). The subject token carries the pointer
-    q of the key next to the evidence, the object token the pointer of the decoy's key: which
-    region shows the subject's relation is readable only by relating the subject token to the
-    union and frame tokens, and the object's pointer makes an order-free mix of all four useless.
-    """
-    n, t, d = true.shape
-    in_union = coins[..., SPA_IN_UNION]  # the evidence is in the union token (else in the frame)
-    code_a = coins[..., SPA_CODE_A]  # the evidence's region carries k_A (else k_B)
-    mask = on[..., None].astype(np.float32)
-
-    def pick(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.where(cond[..., None], a, b) * mask  # (N, T, D)
-
-    key_true = pick(code_a, sem.codes[KEY_A], sem.codes[KEY_B])
-    key_decoy = pick(code_a, sem.codes[KEY_B], sem.codes[KEY_A])
-    out = np.zeros((4, n, t, d), np.float32)
-    out[0] = pick(code_a, sem.codes[POINTER_A], sem.codes[POINTER_B])
-    out[1] = pick(code_a, sem.codes[POINTER_B], sem.codes[POINTER_A])
-    out[2] = pick(in_union, true, decoy) + np.where(in_union[..., None], key_true, key_decoy)
-    out[3] = pick(in_union, decoy, true) + np.where(in_union[..., None], key_decoy, key_true)
-    return out
 
 
 def _temporal_evidence(
@@ -792,16 +747,12 @@ def teacher_features(
 
     events = rows.events
     right = events.u < teacher.accuracy  # (E,) the event is described right
-    event = np.maximum(rows.event, 0)  # (N, T)
-    described = np.where(right[:, None], events.predicates, events.hallucinated)  # (E, 2)
+    appearance = np.where(right[:, None], events.predicates, events.hallucinated)  # (E, 2)
+    semantic = np.where(right[:, None], events.predicates, events.decoys)
+    described = np.where((events.channel == APPEARANCE)[:, None], appearance, semantic)  # (E, 2)
     channel = _event_channels(rows)  # (N, T)
-    union = (channel == APPEARANCE)[..., None] * _set_vectors(sem.predicates, described)[event]  # (N, T, D)
-    # A semantic event: the description grounds the relation, pointing at the region that shows it
-    # (the code of its key; the decoy's when the teacher is wrong). Spatial and temporal events are
-    # not described.
-    to_a = rows.coins[..., SEM_CODE_A] == right[event]  # (N, T)
-    pointer = np.where(to_a[..., None], sem.codes[SEM_POINTER_A], sem.codes[SEM_POINTER_B])
-    union += (channel == SEMANTIC)[..., None] * pointer
+    said = (channel == APPEARANCE) | (channel == SEMANTIC)  # spatial/temporal events are not described
+    union = said[..., None] * _set_vectors(sem.predicates, described)[np.maximum(rows.event, 0)]  # (N, T, D)
     text = np.stack(
         [
             sem.objects[seen_class(rows.subject_class)] + _noise(rng, (n, t, d), teacher.noise),
@@ -941,10 +892,7 @@ def _generate_split(
             for vid, v in videos.items()
         ]
         samples = PairSamples.concat(parts, len(vocab.predicates))
-        rows = row_semantics(
-            samples, videos, None if source == "gt" else origins, vocab, scenes, events,
-            _rng(spec, split, "coins", source_index),
-        )  # fmt: skip
+        rows = row_semantics(samples, videos, None if source == "gt" else origins, vocab, scenes, events)
         visual = visual_features(_rng(spec, split, "visual", source_index), sem, rows, spec.signals)
         store_dir = root / "features" / split / source
         store = write_feature_store(
@@ -994,6 +942,5 @@ def explain_rows(root: Path | str, split: str) -> tuple[PairSamples, RowSemantic
     samples = PairSamples.concat(
         [plan_pair_samples(v, vocab) for v in videos.values()], len(vocab.predicates)
     )
-    coins = _rng(spec, split, "coins", SOURCES.index("gt"))
-    rows = row_semantics(samples, videos, None, vocab, _scenes(spec, split, videos), events, coins)
+    rows = row_semantics(samples, videos, None, vocab, _scenes(spec, split, videos), events)
     return samples, rows, sem
