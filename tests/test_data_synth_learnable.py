@@ -25,14 +25,7 @@ import pytest
 from sage_model.config import DataConfig
 from sage_model.data import DatasetRoot, ensure_synthetic, match_tracks
 from sage_model.data.synth import (
-    KEY_A,
-    KEY_B,
-    POINTER_A,
-    POINTER_B,
-    SEM_KEY_A,
-    SEM_KEY_B,
-    SEM_POINTER_A,
-    SEM_POINTER_B,
+    ROLE,
     SEMANTIC,
     SPATIAL,
     TEACHERS,
@@ -110,7 +103,9 @@ def test_relations_are_learnable_and_novel_ones_only_through_text(root: DatasetR
     base_ap, base_chance = result["base"]
     novel_ap, novel_chance = result["novel_zero_shot"]
     shuffled_ap, _ = result["shuffled"]
-    assert base_ap > 10 * base_chance and base_ap > 0.2
+    # a linear read-out sees plainly only the appearance channel (a quarter of the events, section
+    # 8.2); the other channels need a component's interaction (the per-channel tests below)
+    assert base_ap > 4 * base_chance
     assert novel_ap > 5 * novel_chance
     assert shuffled_ap < 3 * base_chance
 
@@ -179,24 +174,20 @@ def picks_true(chosen: np.ndarray, other: np.ndarray, true: np.ndarray) -> float
     return float(((chosen * true).sum(-1) > (other * true).sum(-1)).mean())
 
 
-def test_spatial_evidence_is_resolved_only_by_relating_the_subject_token_to_the_layout(
-    root: DatasetRoot,
-) -> None:
+def test_spatial_evidence_is_resolved_only_by_the_frame_tokens_role_cue(root: DatasetRoot) -> None:
     x, true, mask, (_, sem) = channel_view(root, SPATIAL)
     assert mask.sum() >= 50
-    subject, obj, union, frame = (x[..., r, :][mask] for r in (SUBJECT, OBJECT, UNION, FRAME))
-    evidence = true[mask]
-
-    def pointed(token: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(region with the key that ``token`` points at, the other region)."""
-        code_a = token @ sem.codes[POINTER_A] > token @ sem.codes[POINTER_B]
-        key = np.where(code_a[:, None], sem.codes[KEY_A], sem.codes[KEY_B])
-        in_union = (union * key).sum(-1) > (frame * key).sum(-1)
-        return np.where(in_union[:, None], union, frame), np.where(in_union[:, None], frame, union)
-
-    assert picks_true(*pointed(subject), evidence) > 0.9  # the subject points at its relation
-    assert picks_true(*pointed(obj), evidence) < 0.1  # the object at the decoy
-    assert 0.35 < picks_true(union, frame, evidence) < 0.65  # without relating tokens: a coin flip
+    subject, obj, frame, evidence = (
+        x[..., SUBJECT, :][mask],
+        x[..., OBJECT, :][mask],
+        x[..., FRAME, :][mask],
+        true[mask],
+    )
+    on_subject = (frame @ sem.codes[ROLE]) > 0  # the cue: +k_role when the subject shows the event
+    chosen = np.where(on_subject[:, None], subject, obj)
+    other = np.where(on_subject[:, None], obj, subject)
+    assert picks_true(chosen, other, evidence) > 0.9
+    assert 0.35 < picks_true(subject, obj, evidence) < 0.65  # without the cue: a coin flip
 
 
 def test_temporal_evidence_holds_at_the_keyframe_and_not_at_its_neighbours(root: DatasetRoot) -> None:
@@ -206,23 +197,19 @@ def test_temporal_evidence_holds_at_the_keyframe_and_not_at_its_neighbours(root:
     union, evidence = x[on][:, :, UNION], true[on][:, 1]  # (R, 3, D), (R, D)
     assert picks_true(union[:, 1], union[:, 0], evidence) > 0.9
     assert picks_true(union[:, 1], union[:, 2], evidence) > 0.9
-    assert 0.35 < picks_true(union[:, 2], union[:, 0], evidence) < 0.65  # neither neighbour shows it
+    assert 0.3 < picks_true(union[:, 2], union[:, 0], evidence) < 0.7  # neither neighbour shows it
 
 
 def test_semantic_evidence_is_resolved_by_the_teacher_asmv2_more_often(root: DatasetRoot) -> None:
-    x, true, mask, (_, sem) = channel_view(root, SEMANTIC)
+    x, true, mask, _ = channel_view(root, SEMANTIC)
     assert mask.sum() >= 50
     subject, obj, evidence = x[..., SUBJECT, :][mask], x[..., OBJECT, :][mask], true[mask]
     resolved = {}
     for name in TEACHERS:
         text = np.asarray(root.teacher_store(name, "train", "gt").text[:, :, UNION], np.float64)[mask]
-        code_a = (
-            text @ sem.codes[SEM_POINTER_A] > text @ sem.codes[SEM_POINTER_B]
-        )  # the description's pointer
-        key = np.where(code_a[:, None], sem.codes[SEM_KEY_A], sem.codes[SEM_KEY_B])
-        on_subject = (subject * key).sum(-1) > (obj * key).sum(-1)  # the region it grounds
+        on_subject = (subject * text).sum(-1) > (obj * text).sum(-1)  # the description selects a token
         chosen = np.where(on_subject[:, None], subject, obj)
         other = np.where(on_subject[:, None], obj, subject)
         resolved[name] = picks_true(chosen, other, evidence)
     assert 0.35 < picks_true(subject, obj, evidence) < 0.65  # no teacher: a coin flip
-    assert resolved["asmv2"] > 0.75 and resolved["asmv2"] > resolved["blip2"] + 0.1 > 0.6, resolved
+    assert resolved["asmv2"] > 0.8 and resolved["asmv2"] > resolved["blip2"] + 0.1 > 0.6
