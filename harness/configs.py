@@ -4,7 +4,8 @@ Every caller that needs a trial's config goes through :func:`resolve_trial`: stu
 (validating ``base`` and each variant), expansion into trials, and the tuning base. The layers
 are applied in one fixed order, lowest first:
 
-1. :class:`~sage_model.config.ExperimentConfig` defaults;
+1. :class:`~sage_model.config.ExperimentConfig` defaults, then
+   :data:`~harness.schedules.SYNTHETIC_BUDGET` (the embedded data's learning budget);
 2. ``base``: the study's ``base`` block;
 3. ``env``: where data and weights live on this machine (``--data-root``, ``--clip-checkpoint``,
    ``--teacher``);
@@ -32,6 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from harness.schedules import SYNTHETIC_BUDGET
 from sage_model.config import DatasetName, ExperimentConfig, Spec
 
 #: What `--smoke` does to every trial: the smallest run that still exercises every stage.
@@ -103,6 +105,7 @@ def resolve_trial(
     and ``smoke``; ``search`` (last: what `harness tune` forces and the values it searches).
     """
     ordered: list[tuple[str, Mapping[str, Any]]] = [
+        ("synthetic budget", SYNTHETIC_BUDGET),
         ("base", layers.base),
         ("env", layers.env),
         ("schedule", layers.schedule),

@@ -11,7 +11,13 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.expand import expand_study
-from harness.schedules import PAPER_TRAIN, budget_differences, get_schedule, schedule_overrides
+from harness.schedules import (
+    PAPER_TRAIN,
+    SYNTHETIC_BUDGET,
+    budget_differences,
+    get_schedule,
+    schedule_overrides,
+)
 from harness.spec import load_study
 from harness.tuning import TuneOptions, tuning_base
 
@@ -28,7 +34,7 @@ def test_the_paper_schedule_replaces_the_study_budget_and_names_itself() -> None
     spec = load_study(TABLE1)
     short = expand_study(spec)
     paper = expand_study(spec, schedule_name="paper", schedule_overrides=schedule_overrides("paper"))
-    assert {t.config.train.stage1_epochs for t in short} == {2}
+    assert {t.config.train.stage1_epochs for t in short} == {SYNTHETIC_BUDGET["train.stage1_epochs"]}
     for trial in paper:
         train = trial.config.train
         assert (train.stage1_epochs, train.stage2_epochs, train.batch_size) == (30, 30, 32)
@@ -56,7 +62,18 @@ def test_default_schedule_is_the_study_budget_and_off_the_papers() -> None:
     assert schedule_overrides("default") == {}
     trial = expand_study(load_study(TABLE1))[0]
     assert trial.config.train.schedule == "default"
-    assert set(budget_differences(trial.config.train)) == {"train.stage1_epochs", "train.stage2_epochs"}
+    assert set(budget_differences(trial.config.train)) == {
+        "train.stage1_epochs",
+        "train.stage2_epochs",
+        "train.milestones",
+    }
+    assert trial.config.data.synthetic_videos == SYNTHETIC_BUDGET["data.synthetic_videos"]
+
+
+def test_the_synthetic_budget_lies_beneath_the_study_base() -> None:
+    table10 = expand_study(load_study(STUDIES / "table10_efficiency.yaml"))[0]  # states its own budget
+    assert (table10.config.train.stage1_epochs, table10.config.train.stage2_epochs) == (1, 1)
+    assert table10.config.data.synthetic_videos == SYNTHETIC_BUDGET["data.synthetic_videos"]
     assert set(PAPER_TRAIN) >= set(
         budget_differences({"stage1_epochs": 2, "batch_size": 8, "milestones": [3]})
     )

@@ -3,29 +3,34 @@
 Its numbers are NOT comparable to the paper's: the videos, boxes and features are generated. What it
 keeps from the real datasets: the official annotation formats, the real vocabularies and base/novel
 splits, the 30/15 segment grid, GT fragments, OV-MMP-layout detected tracklets, and the feature and
-teacher store formats. The full generator spec is in ``docs/data.md``; in short:
+teacher store formats. The full generator spec is in ``docs/data.md`` (section 8); in short:
 
-* Geometry: 2-4 objects per video moving smoothly (drift + sway + depth change); annotated length a
-  multiple of 15 (60-150 frames), ``frame_count`` up to 14 frames longer; tids may be fragmented.
-* Relations on the 15-frame grid (>= 30 frames), predicates drawn among those the geometry allows
-  (``left`` needs the subject left of the object, ``toward`` a shrinking distance, ...); 20 % novel.
+* Geometry: 2-5 objects per video moving smoothly (drift + sway + depth change); annotated length a
+  multiple of 15 (90-210 frames), ``frame_count`` up to 14 frames longer; tids may be fragmented.
+* Relation *events* on the 15-frame grid (>= 30 frames, 1-2 predicates), predicates drawn among
+  those the geometry allows (``left`` needs the subject left of the object, ...); 20 % novel.
 * Class semantics = centred, re-normalised tiny-CLIP text embeddings of the class names
-  (``E_obj``, ``E_pred``). Visual features are a fixed random orthogonal mixing ``Q`` of
-  ``E_obj[subject]``, ``E_obj[object]``, ``sum E_pred[active predicates] + class terms`` (union) and a
-  per-video scene vector (frame), each with strong Gaussian noise. A linear map learnt on base
-  predicates therefore transfers to novel ones only through ``E_pred`` (the text side).
-* Teachers live in the text space (no mixing), see the predicates more cleanly than the visual union
-  and independently of it: ``asmv2`` (90 % right, low noise) is more informative than ``blip2``.
+  (``E_obj``, ``E_pred``); visual features live in a fixed random orthogonal mixing ``Q`` of them.
+* Each event is shown through ONE signal channel (:class:`Signals`), one per SAGE component:
+  appearance (union token, readable by anything), spatial (evidence on the subject or object token
+  beside a decoy; the frame token says which by role), temporal (evidence at the segment's own
+  keyframe, other predicates at its neighbours), semantic (evidence on the
+  subject or object token beside a decoy; only the teacher's description names the true one). Novel
+  predicates are reachable only through the class text (``E_pred``) in every channel.
+* Teachers live in the text space; they describe appearance and semantic events, right with
+  probability ``accuracy`` per event: ``asmv2`` more often and less noisily than ``blip2``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -41,7 +46,7 @@ from sage_model.data.annotations import (
     write_annotation_folder,
 )
 from sage_model.data.dataset import SOURCES, SPLITS
-from sage_model.data.samples import PairSamples, plan_pair_samples, relations_by_pair
+from sage_model.data.samples import PairSamples, plan_pair_samples
 from sage_model.data.segments import segment_count
 from sage_model.data.shapes import VideoShape, checkpoint_directions, feature_model_record, video_shape
 from sage_model.data.store import write_feature_store, write_teacher_store
@@ -51,18 +56,70 @@ from sage_model.data.vocab import Vocabulary, load_vocabulary
 logger = logging.getLogger(__name__)
 
 GENERATOR = "sage-synthetic"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_SHAPE = VideoShape()
 NOVEL_PREDICATE_RATE = 0.2
 NOVEL_OBJECT_RATE = 0.2
 RELATION_RATE = 0.7
 SECOND_PREDICATE_RATE = 0.35
+PREDICATE_ZIPF = 1.0  # exponent of the long-tailed predicate frequencies (0 = uniform)
 
-# Visual feature noise (norm of the noise vector relative to one unit class direction).
-VIS_OBJECT_NOISE = 0.8
-VIS_UNION_NOISE = 1.3
+# Visual feature noise (norm of the noise vector relative to one unit class direction), before the
+# `Signals.visual_noise` factor.
+VIS_OBJECT_NOISE = 0.5
+VIS_UNION_NOISE = 0.7
 VIS_UNION_CLASS_WEIGHT = 0.5
-VIS_FRAME_NOISE = 0.6
+VIS_FRAME_NOISE = 0.5
+
+CHANNELS = ("appearance", "spatial", "temporal", "semantic")
+APPEARANCE, SPATIAL, TEMPORAL, SEMANTIC = range(4)
+NO_EVENT = -1
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Strength of each signal channel (docs/data.md section 8.2): a generator setting.
+
+    ``appearance``/``spatial``/``temporal``/``semantic`` are the shares of relation events shown
+    through each channel (they sum to 1; 0 switches a channel off). ``class_text`` (0..1) is how far
+    a predicate's visual direction is its class-text direction (1: equal, so novel predicates are
+    reachable through the text side; 0: unrelated). ``visual_noise`` scales every visual noise level.
+    """
+
+    appearance: float = 0.25
+    spatial: float = 0.25
+    temporal: float = 0.25
+    semantic: float = 0.25
+    class_text: float = 1.0
+    visual_noise: float = 1.0
+
+    def __post_init__(self) -> None:
+        shares = self.shares()
+        if (shares < 0).any() or abs(float(shares.sum()) - 1.0) > 1e-6:
+            raise ValueError(
+                f"Signals: channel shares must be >= 0 and sum to 1, got {dict(zip(CHANNELS, shares, strict=True))}"
+            )
+        if not 0.0 <= self.class_text <= 1.0:
+            raise ValueError(f"Signals.class_text: must be in 0..1, got {self.class_text}")
+        if self.visual_noise < 0:
+            raise ValueError(f"Signals.visual_noise: must be >= 0, got {self.visual_noise}")
+
+    def shares(self) -> np.ndarray:
+        """(4,) event shares in ``CHANNELS`` order."""
+        return np.array([self.appearance, self.spatial, self.temporal, self.semantic], np.float64)
+
+    def settings(self) -> dict[str, float]:
+        return {
+            "appearance": self.appearance,
+            "spatial": self.spatial,
+            "temporal": self.temporal,
+            "semantic": self.semantic,
+            "class_text": self.class_text,
+            "visual_noise": self.visual_noise,
+        }
+
+
+DEFAULT_SIGNALS = Signals()
 
 
 @dataclass(frozen=True)
@@ -73,10 +130,10 @@ class TeacherNoise:
     noise: float
 
 
-TEACHERS: dict[str, TeacherNoise] = {"asmv2": TeacherNoise(0.9, 0.45), "blip2": TeacherNoise(0.7, 0.8)}
+TEACHERS: dict[str, TeacherNoise] = {"asmv2": TeacherNoise(0.9, 0.3), "blip2": TeacherNoise(0.65, 0.6)}
 _DATASET_CODE = {"vidvrd": 1, "vidor": 2}
 _SPLIT_CODE = {"train": 1, "test": 2}
-_PURPOSE = {"videos": 1, "det": 2, "scene": 3, "visual": 4, "teacher": 5, "mix": 6}
+_PURPOSE = {"videos": 1, "det": 2, "scene": 3, "visual": 4, "teacher": 5, "mix": 6, "events": 7, "codes": 8}
 
 
 @dataclass(frozen=True)
@@ -87,6 +144,7 @@ class SynthSpec:
     videos: int
     seed: int
     feature_dim: int = 64
+    signals: Signals = DEFAULT_SIGNALS
     #: sizes (sage_model.data.shapes): "default" or "paper" (VidVRD's lengths, objects, 4:1 splits)
     shape: str = "default"
     #: CLIP checkpoint whose text tower gives the class semantics and whose identity the root records
@@ -103,13 +161,20 @@ class SynthSpec:
             "videos_per_split": self.videos,
             "seed": self.seed,
             "feature_dim": self.feature_dim,
+            "signals": self.signals.settings(),
             **extra,
         }
 
 
-def synthetic_root_name(dataset: str, videos: int, seed: int, feature_dim: int = 64) -> str:
+def synthetic_root_name(
+    dataset: str, videos: int, seed: int, feature_dim: int = 64, signals: Signals | None = None
+) -> str:
     """A folder name that identifies a synthetic dataset, for caches holding several."""
-    return f"synthetic-{dataset}-v{videos}-s{seed}-d{feature_dim}-g{GENERATOR_VERSION}"
+    name = f"synthetic-{dataset}-v{videos}-s{seed}-d{feature_dim}-g{GENERATOR_VERSION}"
+    if signals is not None and signals != DEFAULT_SIGNALS:
+        digest = hashlib.sha256(json.dumps(signals.settings(), sort_keys=True).encode()).hexdigest()
+        name += f"-x{digest[:8]}"
+    return name
 
 
 def _rng(spec: SynthSpec, split: str, purpose: str, *extra: int) -> np.random.Generator:
@@ -124,22 +189,32 @@ def _rng(spec: SynthSpec, split: str, purpose: str, *extra: int) -> np.random.Ge
 
 @dataclass(frozen=True)
 class Semantics:
-    """Unit class directions in text space and the visual mixing matrix."""
+    """Unit class directions in text space, their visual counterparts, codes and the visual mixing."""
 
     objects: np.ndarray  # (C, D) E_obj
-    predicates: np.ndarray  # (P, D) E_pred
+    predicates: np.ndarray  # (P, D) E_pred (text side: teachers, probes)
     mixing: np.ndarray  # (D, D) orthogonal Q, visual = semantic @ Q
     fingerprint: str
+    visual_predicates: np.ndarray  # (P, D) V_pred = E_pred at class_text 1
+    codes: np.ndarray  # (5, D) unit k_role, k_A, k_B, q_A, q_B
     clip: dict[str, Any] | None = None  # identity of the checkpoint behind E_obj / E_pred (None: tiny)
 
 
+ROLE, KEY_A, KEY_B, POINTER_A, POINTER_B = range(5)
+
+
 def class_semantics(
-    vocab: Vocabulary, feature_dim: int, seed: int, clip_checkpoint: str | None = None
+    vocab: Vocabulary,
+    feature_dim: int,
+    seed: int,
+    class_text: float = 1.0,
+    clip_checkpoint: str | None = None,
 ) -> Semantics:
     """E_obj / E_pred from the tiny CLIP's class-name embeddings, centred over the vocabulary.
 
     The raw tiny-CLIP embeddings of any two names have cosine 0.5-0.9; centring removes that
-    common component so the directions separate the classes.
+    common component so the directions separate the classes. ``class_text`` < 1 turns the visual
+    predicate directions partly away from the text ones (``Signals.class_text``).
     """
     clip = None
     if clip_checkpoint is None:
@@ -161,10 +236,27 @@ def class_semantics(
         lift = np.linalg.qr(np.random.default_rng([seed, 7]).standard_normal((feature_dim, width)))[0].T
     rng = np.random.default_rng([seed, _DATASET_CODE[vocab.dataset], _PURPOSE["mix"]])
     mixing = np.linalg.qr(rng.standard_normal((feature_dim, feature_dim)))[0]
+    text_predicates = predicates @ lift
+    code_rng = np.random.default_rng([seed, _DATASET_CODE[vocab.dataset], _PURPOSE["codes"]])
+    codes = _unit_rows(code_rng.standard_normal((5, feature_dim)))
+    visual_predicates = text_predicates
+    if class_text < 1.0:
+        other = _unit_rows(code_rng.standard_normal(text_predicates.shape))
+        visual_predicates = _unit_rows(class_text * text_predicates + np.sqrt(1 - class_text**2) * other)
     f32 = np.float32  # features are stored as float16: float32 arithmetic halves the memory of big runs
     return Semantics(
-        (objects @ lift).astype(f32), (predicates @ lift).astype(f32), mixing.astype(f32), fingerprint, clip
+        (objects @ lift).astype(f32),
+        text_predicates.astype(f32),
+        mixing.astype(f32),
+        fingerprint,
+        visual_predicates.astype(f32),
+        codes.astype(f32),
+        clip,
     )
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 @cache
@@ -288,6 +380,7 @@ def _pick_predicates(rng: np.random.Generator, vocab: Vocabulary, eligible: list
         "base": [i for i in eligible if i < base_count],
         "novel": [i for i in eligible if i >= base_count],
     }
+    weights = _predicate_weights(vocab.dataset, base_count, len(vocab.predicates))
     chosen: list[str] = []
     for _ in range(1 + int(rng.random() < SECOND_PREDICATE_RATE)):
         kind = "novel" if rng.random() < NOVEL_PREDICATE_RATE else "base"
@@ -295,8 +388,22 @@ def _pick_predicates(rng: np.random.Generator, vocab: Vocabulary, eligible: list
             i for i in pools[kind] or pools["base"] or pools["novel"] if vocab.predicates[i] not in chosen
         ]
         if pool:
-            chosen.append(vocab.predicates[int(rng.choice(pool))])
+            w = weights[pool]
+            chosen.append(vocab.predicates[int(rng.choice(pool, p=w / w.sum()))])
     return chosen
+
+
+@cache
+def _predicate_weights(dataset: str, base_count: int, total: int) -> np.ndarray:
+    """(P,) long-tailed predicate frequencies, as in the real datasets: Zipf (``PREDICATE_ZIPF``)
+    over a fixed pseudo-random rank order, within the base and within the novel predicates."""
+    rng = np.random.default_rng([_DATASET_CODE[dataset], 11])
+    weights = np.empty(total)
+    for lo, hi in ((0, base_count), (base_count, total)):
+        rank = rng.permutation(hi - lo)
+        weights[lo:hi] = 1.0 / (rank + 1.0) ** PREDICATE_ZIPF
+    weights.flags.writeable = False
+    return weights
 
 
 def _relations(
@@ -441,6 +548,68 @@ def _valid_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Events:
+    """The relation events of one split and how each is shown (docs/data.md section 8.2).
+
+    An event is one relation interval of one ordered GT pair with its 1-2 predicates. Per event:
+    its channel, its decoys (as many as its predicates, drawn with the split's predicate
+    frequencies), a uniform draw ``u`` (a teacher with accuracy ``a`` describes it right iff
+    ``u < a``, so the teachers' mistakes are nested) and the predicates a teacher hallucinates
+    instead of an appearance event.
+    """
+
+    index: dict[tuple[str, int, int], list[tuple[int, int, int]]]  # (video, s, o) -> [(begin, end, event)]
+    predicates: np.ndarray  # (E, 2) int64 predicate indices, -1 padded
+    decoys: np.ndarray  # (E, 2) int64, -1 padded
+    later: np.ndarray  # (E, 2) int64 a second decoy set (a temporal event's state after its keyframe)
+    hallucinated: np.ndarray  # (E, 2) int64, -1 padded
+    channel: np.ndarray  # (E,) int64 index into CHANNELS
+    u: np.ndarray  # (E,) float64 uniform
+
+
+def plan_events(
+    rng: np.random.Generator, videos: dict[str, VideoAnnotation], vocab: Vocabulary, signals: Signals
+) -> Events:
+    """Group the split's relation instances into events and draw how each is shown."""
+    grouped: dict[tuple[str, int, int, int, int], list[int]] = {}
+    for vid in sorted(videos):
+        for rel in videos[vid].relations:
+            key = (vid, rel.subject_tid, rel.object_tid, rel.begin_fid, rel.end_fid)
+            grouped.setdefault(key, []).append(vocab.predicate_index(rel.predicate))
+    n = len(grouped)
+    preds = np.full((n, 2), -1, np.int64)
+    decoys = np.full((n, 2), -1, np.int64)
+    later = np.full((n, 2), -1, np.int64)
+    halluc = np.full((n, 2), -1, np.int64)
+    pool = np.array([p for ps in grouped.values() for p in ps], np.int64)  # frequency-matched decoys
+    channel = rng.choice(len(CHANNELS), size=n, p=signals.shares())
+    u = rng.random(n)
+    index: dict[tuple[str, int, int], list[tuple[int, int, int]]] = defaultdict(list)
+    for e, ((vid, s_tid, o_tid, begin, end), ps) in enumerate(grouped.items()):
+        ps = ps[:2]
+        preds[e, : len(ps)] = ps
+        candidates = pool[~np.isin(pool, ps)]
+        if len(candidates) == 0:
+            candidates = np.setdiff1d(np.arange(len(vocab.predicates)), ps)
+        decoys[e, : len(ps)] = _distinct(rng, candidates, len(ps))
+        later[e, : len(ps)] = _distinct(rng, candidates[~np.isin(candidates, decoys[e])], len(ps))
+        halluc[e, : len(ps)] = rng.integers(0, len(vocab.predicates), size=len(ps))
+        index[(vid, s_tid, o_tid)].append((begin, end, e))
+    return Events(dict(index), preds, decoys, later, halluc, channel, u)
+
+
+def _distinct(rng: np.random.Generator, candidates: np.ndarray, k: int) -> list[int]:
+    """``k`` different values drawn from ``candidates`` with their multiplicity as weights."""
+    chosen: list[int] = []
+    while len(chosen) < k:
+        left = candidates[~np.isin(candidates, chosen)]
+        if len(left) == 0:
+            break
+        chosen.append(int(rng.choice(left)))
+    return chosen
+
+
+@dataclass(frozen=True)
 class RowSemantics:
     """What each row's keyframes really show (used to synthesise its features)."""
 
@@ -448,6 +617,8 @@ class RowSemantics:
     object_class: np.ndarray  # (N,)
     active: np.ndarray  # (N, T, P) uint8 predicates holding at each keyframe
     scene: np.ndarray  # (N, D) per-video scene direction
+    event: np.ndarray  # (N, T) int64 event holding at each keyframe (index into Events), -1 none
+    events: Events
 
 
 def row_semantics(
@@ -456,12 +627,13 @@ def row_semantics(
     origins: dict[tuple[str, int], tuple[int, int]] | None,
     vocab: Vocabulary,
     scenes: dict[str, np.ndarray],
+    events: Events,
 ) -> RowSemantics:
-    """True classes and active predicates per row; ``origins`` maps (video, det tid) -> (GT tid, class)."""
+    """True classes, active predicates and events per row; ``origins`` maps (video, det tid) -> (GT tid, class)."""
     n, t = samples.keyframes.shape
     sub_cls, obj_cls = np.zeros(n, np.int64), np.zeros(n, np.int64)
     active = np.zeros((n, t, len(vocab.predicates)), np.uint8)
-    rel_index = {vid: relations_by_pair(v, vocab) for vid, v in videos.items()}
+    event = np.full((n, t), NO_EVENT, np.int64)
     for row in range(n):
         vid = str(samples.video_id[row])
         (s_origin, sub_cls[row]), (o_origin, obj_cls[row]) = (
@@ -469,11 +641,15 @@ def row_semantics(
             for tid in (samples.subject_tid[row], samples.object_tid[row])
         )
         keyframes = samples.keyframes[row]  # (T,)
-        for begin, end, pred in rel_index[vid].get((s_origin, o_origin), ()):
-            active[row, :, pred] |= ((keyframes >= begin) & (keyframes < end)).astype(np.uint8)
+        for begin, end, e in events.index.get((vid, s_origin, o_origin), ()):
+            holds = (keyframes >= begin) & (keyframes < end)  # (T,)
+            event[row, holds] = e
+            for pred in events.predicates[e]:
+                if pred >= 0:
+                    active[row, :, pred] |= holds.astype(np.uint8)
     width = len(next(iter(scenes.values())))
     scene = np.stack([scenes[str(v)] for v in samples.video_id]) if n else np.zeros((0, width), np.float32)
-    return RowSemantics(sub_cls, obj_cls, active, scene)
+    return RowSemantics(sub_cls, obj_cls, active, scene, event, events)
 
 
 def _origin(
@@ -494,31 +670,74 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np
     return rng.standard_normal(shape, dtype=np.float32) * np.float32(scale / np.sqrt(shape[-1]))
 
 
-def visual_features(rng: np.random.Generator, sem: Semantics, rows: RowSemantics) -> np.ndarray:
+def _set_vectors(directions: np.ndarray, sets: np.ndarray) -> np.ndarray:
+    """(E, D): the sum of ``directions`` over each row of ``sets`` ((E, k) indices, -1 = none)."""
+    padded = np.vstack([directions, np.zeros((1, directions.shape[1]), directions.dtype)])
+    return padded[np.where(sets >= 0, sets, len(directions))].sum(axis=1)
+
+
+def _event_channels(rows: RowSemantics) -> np.ndarray:
+    """(N, T) channel of the event at each keyframe, -1 where none holds."""
+    return np.where(rows.event >= 0, rows.events.channel[np.maximum(rows.event, 0)], NO_EVENT)
+
+
+def visual_features(
+    rng: np.random.Generator, sem: Semantics, rows: RowSemantics, signals: Signals = DEFAULT_SIGNALS
+) -> np.ndarray:
     """(N, T, 4, D) float16: subject, object, union, frame features in the mixed visual space."""
-    n, t, _ = rows.active.shape
+    n, t = rows.event.shape
     d = sem.mixing.shape[0]
-    subject = np.broadcast_to(sem.objects[rows.subject_class][:, None], (n, t, d))
-    obj = np.broadcast_to(sem.objects[rows.object_class][:, None], (n, t, d))
-    union = rows.active.astype(np.float32) @ sem.predicates + VIS_UNION_CLASS_WEIGHT * (subject + obj)
-    frame = np.broadcast_to(rows.scene[:, None], (n, t, d))
+    noise = signals.visual_noise
+    subject = sem.objects[rows.subject_class][:, None].repeat(t, axis=1)  # (N, T, D)
+    obj = sem.objects[rows.object_class][:, None].repeat(t, axis=1)
+    union = VIS_UNION_CLASS_WEIGHT * (subject + obj)
+    frame = rows.scene[:, None].repeat(t, axis=1).astype(np.float32)
+    true = _set_vectors(sem.visual_predicates, rows.events.predicates)[np.maximum(rows.event, 0)]  # (N, T, D)
+    decoy = _set_vectors(sem.visual_predicates, rows.events.decoys)[np.maximum(rows.event, 0)]
+    channel = _event_channels(rows)  # (N, T)
+    union += (channel == APPEARANCE)[..., None] * true
+    on_subject = rng.random((n, t)) < 0.5  # which side shows a spatial/semantic event's evidence
+    sided = ((channel == SPATIAL) | (channel == SEMANTIC))[..., None]
+    subject += sided * np.where(on_subject[..., None], true, decoy)
+    obj += sided * np.where(on_subject[..., None], decoy, true)
+    role = np.where(on_subject, 1.0, -1.0).astype(np.float32)[..., None] * sem.codes[ROLE]  # (N, T, D)
+    frame += (channel == SPATIAL)[..., None] * role
+    union += _temporal_evidence(sem, rows, true, channel)
     semantic = np.stack(
         [
-            subject + _noise(rng, (n, t, d), VIS_OBJECT_NOISE),
-            obj + _noise(rng, (n, t, d), VIS_OBJECT_NOISE),
-            union + _noise(rng, (n, t, d), VIS_UNION_NOISE),
-            frame + _noise(rng, (n, t, d), VIS_FRAME_NOISE),
+            subject + _noise(rng, (n, t, d), VIS_OBJECT_NOISE * noise),
+            obj + _noise(rng, (n, t, d), VIS_OBJECT_NOISE * noise),
+            union + _noise(rng, (n, t, d), VIS_UNION_NOISE * noise),
+            frame + _noise(rng, (n, t, d), VIS_FRAME_NOISE * noise),
         ],
         axis=2,
     )  # (N, T, 4, D)
     return (semantic @ sem.mixing).astype(np.float16)
 
 
+def _temporal_evidence(
+    sem: Semantics, rows: RowSemantics, true: np.ndarray, channel: np.ndarray
+) -> np.ndarray:
+    """(N, T, D) union additions of temporal events holding at the centre keyframe: the event's
+    evidence at the centre, the states before and after it (two decoy sets) at t-1 and t+1."""
+    n, t = channel.shape
+    out = np.zeros((n, t, sem.codes.shape[1]), np.float32)
+    centre = t // 2
+    on = np.flatnonzero(channel[:, centre] == TEMPORAL)
+    if t < 3 or len(on) == 0:
+        return out
+    event = rows.event[on, centre]
+    out[on, centre] = true[on, centre]
+    out[on, centre - 1] = _set_vectors(sem.visual_predicates, rows.events.decoys)[event]
+    out[on, centre + 1] = _set_vectors(sem.visual_predicates, rows.events.later)[event]
+    return out
+
+
 def teacher_features(
     rng: np.random.Generator, sem: Semantics, rows: RowSemantics, teacher: TeacherNoise
 ) -> np.ndarray:
     """(N, T, 4, D) float16 text-space descriptions of the four perspectives by a noisy teacher."""
-    n, t, p = rows.active.shape
+    n, t = rows.event.shape
     d = sem.predicates.shape[1]
     c = len(sem.objects)
 
@@ -526,12 +745,14 @@ def teacher_features(
         wrong = rng.random((n, t)) >= teacher.accuracy
         return np.where(wrong, rng.integers(0, c, size=(n, t)), true[:, None])  # (N, T)
 
-    described = rows.active.copy()  # (N, T, P) right facts, each seen with probability `accuracy`
-    on = np.flatnonzero(described)
-    described.reshape(-1)[on[rng.random(len(on)) >= teacher.accuracy]] = 0
-    wrong = np.flatnonzero(rows.active.any(axis=2).reshape(-1) & (rng.random(n * t) >= teacher.accuracy))
-    described.reshape(n * t, p)[wrong, rng.integers(0, p, size=len(wrong))] = 1  # a hallucinated predicate
-    union = described.astype(np.float32) @ sem.predicates  # (N, T, D)
+    events = rows.events
+    right = events.u < teacher.accuracy  # (E,) the event is described right
+    appearance = np.where(right[:, None], events.predicates, events.hallucinated)  # (E, 2)
+    semantic = np.where(right[:, None], events.predicates, events.decoys)
+    described = np.where((events.channel == APPEARANCE)[:, None], appearance, semantic)  # (E, 2)
+    channel = _event_channels(rows)  # (N, T)
+    said = (channel == APPEARANCE) | (channel == SEMANTIC)  # spatial/temporal events are not described
+    union = said[..., None] * _set_vectors(sem.predicates, described)[np.maximum(rows.event, 0)]  # (N, T, D)
     text = np.stack(
         [
             sem.objects[seen_class(rows.subject_class)] + _noise(rng, (n, t, d), teacher.noise),
@@ -554,6 +775,7 @@ def ensure_synthetic(
     videos: int,
     seed: int,
     feature_dim: int = 64,
+    signals: Signals | None = None,
     *,
     shape: str = "default",
     clip_checkpoint: Path | None = None,
@@ -561,21 +783,22 @@ def ensure_synthetic(
     """The synthetic dataset root at ``out_dir``: reused when its ``dataset.json`` has the same settings,
     generated otherwise (into a temporary sibling folder, then renamed, so concurrent callers are safe).
 
-    ``videos`` is the number of videos per split (train and test).
+    ``videos`` is the number of videos per split (train and test); ``signals`` the channel
+    strengths (None = :data:`DEFAULT_SIGNALS`).
     """
     load_vocabulary(dataset)
     if videos < 2:
         raise ValueError(f"data.synthetic_videos: need at least 2 videos per split, got {videos}")
     video_shape(shape)  # validates the name
     checkpoint = None if clip_checkpoint is None else str(Path(clip_checkpoint).resolve())
-    spec = SynthSpec(dataset, videos, seed, feature_dim, shape, checkpoint)
+    spec = SynthSpec(dataset, videos, seed, feature_dim, signals or DEFAULT_SIGNALS, shape, checkpoint)
     out_dir = Path(out_dir)
     if _matches(out_dir, spec):
         return out_dir
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(
             f"{out_dir}: exists and is not the synthetic dataset {spec.settings()}; choose another --out "
-            f"(e.g. {out_dir.parent / synthetic_root_name(dataset, videos, seed, feature_dim)}) or delete it"
+            f"(e.g. {out_dir.parent / synthetic_root_name(dataset, videos, seed, feature_dim, signals)}) or delete it"
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -611,7 +834,7 @@ def generate_synthetic(spec: SynthSpec, root: Path | str) -> dict[str, Any]:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=False)
     vocab = load_vocabulary(spec.dataset)
-    sem = class_semantics(vocab, spec.feature_dim, spec.seed, spec.clip_checkpoint)
+    sem = class_semantics(vocab, spec.feature_dim, spec.seed, spec.signals.class_text, spec.clip_checkpoint)
     info: dict[str, Any] = {
         "dataset": spec.dataset,
         "synthetic": True,
@@ -653,14 +876,15 @@ def _generate_split(
         for vid, ts in detections.items()
         for t in ts
     }
-    scene_rng = _rng(spec, split, "scene")
-    scenes = {vid: _unit(scene_rng.standard_normal(spec.feature_dim)).astype(np.float32) for vid in videos}
+    scenes = _scenes(spec, split, videos)
+    events = plan_events(_rng(spec, split, "events"), videos, vocab, spec.signals)
     counts = {
         "videos": len(videos),
         "trajectories": sum(len(v.fragments) for v in videos.values()),
         "relation_instances": sum(len(v.relations) for v in videos.values()),
         "segments": sum(segment_count(0, v.frame_count) for v in videos.values()),
         "detected_tracklets": sum(len(ts) for ts in detections.values()),
+        **{f"{name}_events": int((events.channel == i).sum()) for i, name in enumerate(CHANNELS)},
     }
     for source_index, source in enumerate(SOURCES):
         parts = [
@@ -668,8 +892,8 @@ def _generate_split(
             for vid, v in videos.items()
         ]
         samples = PairSamples.concat(parts, len(vocab.predicates))
-        rows = row_semantics(samples, videos, None if source == "gt" else origins, vocab, scenes)
-        visual = visual_features(_rng(spec, split, "visual", source_index), sem, rows)
+        rows = row_semantics(samples, videos, None if source == "gt" else origins, vocab, scenes, events)
+        visual = visual_features(_rng(spec, split, "visual", source_index), sem, rows, spec.signals)
         store_dir = root / "features" / split / source
         store = write_feature_store(
             store_dir, samples, visual, dataset=spec.dataset, split=split, source=source,
@@ -689,5 +913,34 @@ def _generate_split(
     return counts
 
 
+def _scenes(spec: SynthSpec, split: str, videos: dict[str, VideoAnnotation]) -> dict[str, np.ndarray]:
+    """A random unit scene vector per video (the frame token's content)."""
+    rng = _rng(spec, split, "scene")
+    return {vid: _unit(rng.standard_normal(spec.feature_dim)).astype(np.float32) for vid in videos}
+
+
 def _unit(vector: np.ndarray) -> np.ndarray:
     return vector / np.linalg.norm(vector)
+
+
+def explain_rows(root: Path | str, split: str) -> tuple[PairSamples, RowSemantics, Semantics]:
+    """What the ground-truth rows of a generated root show (events, channels, codes), recomputed from
+    its annotations and recorded settings; row-aligned with ``features/<split>/gt``.
+
+    For tests and analyses of the signal design: the stores keep only what a real dataset has.
+    """
+    root = Path(root)
+    settings = json.loads((root / "dataset.json").read_text(encoding="utf-8"))["generator"]
+    spec = SynthSpec(
+        settings["dataset"], settings["videos_per_split"], settings["seed"], settings["feature_dim"],
+        Signals(**settings["signals"]),
+    )  # fmt: skip
+    vocab = load_vocabulary(spec.dataset)
+    sem = class_semantics(vocab, spec.feature_dim, spec.seed, spec.signals.class_text)
+    videos = {v.video_id: v for v in load_annotation_folder(root / "annotations", spec.dataset, split)}
+    events = plan_events(_rng(spec, split, "events"), videos, vocab, spec.signals)
+    samples = PairSamples.concat(
+        [plan_pair_samples(v, vocab) for v in videos.values()], len(vocab.predicates)
+    )
+    rows = row_semantics(samples, videos, None, vocab, _scenes(spec, split, videos), events)
+    return samples, rows, sem
