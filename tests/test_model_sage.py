@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sage_model.clip import build_clip, build_tiny_clip, tokenizer
+from sage_model.clip import build_clip, build_tiny_clip, encode_texts, tokenizer
 from sage_model.config import (
     AdapterConfig,
     ModelConfig,
@@ -309,3 +309,10 @@ def test_text_tower_in_slices_equals_one_pass_and_passes_gradients(clip):
     (grad_sliced,) = torch.autograd.grad(sliced.sum(), x)
     (grad_whole,) = torch.autograd.grad(whole.sum(), x)
     torch.testing.assert_close(grad_sliced, grad_whole)
+
+
+def test_encode_texts_cuts_the_padding_and_equals_open_clip(clip):
+    texts = ["a video of two objects that sit behind.", "ride", "stand next to"]
+    with torch.no_grad():
+        theirs = clip.encode_text(tokenizer()(texts), normalize=True)  # all 77 positions
+    torch.testing.assert_close(encode_texts(clip, texts), theirs, rtol=1e-5, atol=1e-5)
