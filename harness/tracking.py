@@ -146,16 +146,19 @@ def seed_sqlite_store(db: Path) -> None:
 
     Why: MLflow builds a new store by running its ~60 schema migrations, each committed to disk:
     3 s of CPU and more of waiting for fsync, paid by every new run dir. A schema-only template
-    (no rows but MLflow's own bookkeeping) is made once per MLflow version in the temp dir; MLflow
-    then opens the copy as an existing store and creates its Default experiment itself, exactly as
-    in a store it built. Anything unexpected leaves ``db`` absent: MLflow then builds it as before.
+    (no rows but MLflow's own bookkeeping) is made once per MLflow version and schema revision in
+    the temp dir; MLflow then opens the copy as an existing store and creates its Default
+    experiment itself, exactly as in a store it built (``tests/test_harness_tracking.py`` compares
+    the two). Anything unexpected leaves ``db`` absent: MLflow then builds it as before.
     """
     if db.exists():
         return
     try:
         import mlflow
+        from mlflow.store.db.utils import _get_latest_schema_revision
 
-        template = Path(tempfile.gettempdir()) / f"sage-harness-mlflow-{mlflow.__version__}-schema.db"
+        name = f"sage-harness-mlflow-{mlflow.__version__}-{_get_latest_schema_revision()}.db"
+        template = Path(tempfile.gettempdir()) / name
         if not template.is_file():
             _write_schema_template(template)
         db.parent.mkdir(parents=True, exist_ok=True)

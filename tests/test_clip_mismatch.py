@@ -31,7 +31,7 @@ variants:
   - {name: "Ours", overrides: {model.prompt.strategy: class_aware}}
 seeds: [0]
 datasets: [vidvrd]
-resources: {cpus: 2, gpus: 0}
+resources: {cpus: 1, gpus: 0}
 """
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -100,13 +100,17 @@ def test_a_teacher_encoded_by_another_clip_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def every_core():
-    """Every torch thread for one test: ViT-B/16's text tower (512 wide, 77 tokens, every class
-    name) is the one large model in this file, and it runs about twice as fast on two cores."""
+def every_core(monkeypatch: pytest.MonkeyPatch):
+    """Every core for one test: ViT-B/16's text tower (512 wide, 77 tokens, every class name) is
+    the one large model in this file and runs about twice as fast on two cores. Torch threads here
+    (`data synth` runs in this process) and OMP_NUM_THREADS for the Ray worker of its one trial
+    (Ray sets 1 per requested CPU unless the variable is set)."""
     import torch
 
+    cores = os.cpu_count() or 1
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores))
     before = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(cores)
     yield
     torch.set_num_threads(before)
 
