@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -139,6 +141,55 @@ def default_tracking_uri(run_dir: Path) -> str:
     return f"sqlite:///{(Path(run_dir).resolve() / 'mlflow.db')}"
 
 
+def seed_sqlite_store(db: Path) -> None:
+    """Start a new sqlite store as a copy of an empty one already at MLflow's schema head.
+
+    Why: MLflow builds a new store by running its ~60 schema migrations, each committed to disk:
+    3 s of CPU and more of waiting for fsync, paid by every new run dir. A schema-only template
+    (no rows but MLflow's own bookkeeping) is made once per MLflow version and schema revision in
+    the temp dir; MLflow then opens the copy as an existing store and creates its Default
+    experiment itself, exactly as in a store it built (``tests/test_harness_tracking.py`` compares
+    the two). Anything unexpected leaves ``db`` absent: MLflow then builds it as before.
+    """
+    if db.exists():
+        return
+    try:
+        import mlflow
+        from mlflow.store.db.utils import _get_latest_schema_revision
+
+        name = f"sage-harness-mlflow-{mlflow.__version__}-{_get_latest_schema_revision()}.db"
+        template = Path(tempfile.gettempdir()) / name
+        if not template.is_file():
+            _write_schema_template(template)
+        db.parent.mkdir(parents=True, exist_ok=True)
+        partial = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+        shutil.copyfile(template, partial)
+        try:
+            os.link(partial, db)  # never replaces a store another process created meanwhile
+        except FileExistsError:
+            pass
+        finally:
+            partial.unlink()
+    except Exception as exc:  # the template is an optimisation: MLflow's own path still works
+        log.debug("no sqlite store template (%s: %s); MLflow creates %s itself", type(exc).__name__, exc, db)
+
+
+def _write_schema_template(template: Path) -> None:
+    """An empty store at MLflow's schema head, made by MLflow's own initialisation (written aside,
+    then renamed into place, so concurrent first runs never see half a file)."""
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+
+    partial = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+    engine = create_sqlalchemy_engine(f"sqlite:///{partial}")
+    try:
+        _initialize_tables(engine)
+        engine.dispose()
+        os.replace(partial, template)
+    finally:
+        engine.dispose()
+        partial.unlink(missing_ok=True)
+
+
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config dict -> {'model.prompt.insert_layer': '6', ...} (lists as JSON)."""
     flat: dict[str, str] = {}
@@ -169,6 +220,8 @@ class Tracker:
     def __init__(self, uri: str, run_dir: Path) -> None:
         self.uri = uri
         self.run_dir = Path(run_dir)
+        if uri.startswith("sqlite:///"):
+            seed_sqlite_store(Path(uri.removeprefix("sqlite:///")))
         self.client = _mlflow().MlflowClient(tracking_uri=uri)
 
     @property

@@ -197,7 +197,10 @@ class MlflowServer:
 
 @contextmanager
 def mlflow_server(folder: Path) -> Iterator[MlflowServer]:
+    from harness.tracking import seed_sqlite_store
+
     folder.mkdir(parents=True, exist_ok=True)
+    seed_sqlite_store(folder / "server.db")  # at schema head: the server skips MLflow's migrations
     port = free_port()
     command = [
         sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",

@@ -7,6 +7,7 @@ same check runs inside every trial (``run_experiment``), for callers without the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,22 @@ def test_a_teacher_encoded_by_another_clip_is_refused(tmp_path: Path) -> None:
         check_clip_matches(model, store, teacher)
 
 
+@pytest.fixture
+def every_core(monkeypatch: pytest.MonkeyPatch):
+    """Every core for one test: ViT-B/16's text tower (512 wide, 77 tokens, every class name) is
+    the one large model in this file and runs about twice as fast on two cores. Torch threads here
+    (`data synth` runs in this process) and OMP_NUM_THREADS for the Ray worker of its one trial
+    (Ray sets 1 per requested CPU unless the variable is set)."""
+    import torch
+
+    cores = os.cpu_count() or 1
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores))
+    before = torch.get_num_threads()
+    torch.set_num_threads(cores)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_clip_checkpoint(
@@ -106,6 +123,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("every_core")
 def test_a_root_made_with_a_checkpoint_runs_only_with_that_checkpoint(
     study: Path, checkpoint: Path, tmp_path: Path
 ) -> None:

@@ -84,6 +84,47 @@ def test_embedded_store_lives_in_the_run_dir(tmp_path: Path, monkeypatch: pytest
     assert default_tracking_uri(tmp_path) == "http://127.0.0.1:5000"
 
 
+def test_a_store_seeded_from_the_schema_template_is_the_store_mlflow_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # MLflow's Default experiment keeps its artifacts under the cwd
+    built, seeded = tmp_path / "built" / "mlflow.db", tmp_path / "seeded" / "mlflow.db"
+    MlflowClient(f"sqlite:///{built}").search_experiments()  # MLflow's own migrations
+    tracker = Tracker(f"sqlite:///{seeded}", tmp_path / "seeded")
+    assert seeded.is_file(), "the new store was not seeded from the template"
+
+    def contents(db: Path) -> dict[str, Any]:
+        """Tables with their columns (name, type, not null, key), indexes and row counts. Not the
+        CREATE text: MLflow's own builds order a table's CHECK clauses differently from run to run."""
+        with sqlite3.connect(db) as conn:
+            objects = sorted(conn.execute("SELECT type, name, tbl_name FROM sqlite_master").fetchall())
+            tables = [name for kind, name, _ in objects if kind == "table"]
+            return {
+                "objects": objects,
+                "columns": {
+                    t: sorted(r[1:4] + r[5:] for r in conn.execute(f'PRAGMA table_info("{t}")'))
+                    for t in tables
+                },
+                "rows": {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables},
+                "revision": conn.execute("SELECT version_num FROM alembic_version").fetchall(),
+            }
+
+    tracker.client.search_experiments()  # MLflow opens the copy (and adds its Default experiment)
+    assert contents(seeded) == contents(built)
+    first = [(e.experiment_id, e.name, e.artifact_location) for e in tracker.client.search_experiments()]
+    assert first == [
+        (e.experiment_id, e.name, e.artifact_location)
+        for e in MlflowClient(f"sqlite:///{built}").search_experiments()
+    ]
+    assert tracker.ensure_experiment("toy") == "1"
+    Tracker(f"sqlite:///{seeded}", tmp_path / "seeded")  # an existing store is left as it is
+    assert tracker.client.get_experiment_by_name("toy") is not None
+
+
 def test_finished_trial_has_curves_params_tags_artifacts_and_parquet(
     tmp_path: Path, store: Path, trials: list, study_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
