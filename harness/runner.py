@@ -66,6 +66,16 @@ class RunOptions:
     overrides: tuple[tuple[str, Any], ...] = ()
     #: ``--schedule NAME``: a named training budget (:mod:`harness.schedules`) over each study's base
     schedule: str = "default"
+    #: ``--checkpoint-dir``: the trials' per-epoch training checkpoints (None: ``<results_dir>/.checkpoints``).
+    #: On a multi-node cluster put it on storage every node reaches, so a retried trial resumes.
+    checkpoint_dir: Path | None = None
+
+    @property
+    def checkpoint_root(self) -> Path:
+        """Where the trials' checkpoints go (:func:`harness.trial.trial_checkpoint_dir` below it)."""
+        if self.checkpoint_dir is not None:
+            return Path(self.checkpoint_dir)
+        return Path(self.results_dir) / ".checkpoints"
 
     def env_overrides(self) -> dict[str, Any]:
         """Where data and weights live on this machine, as dotted config overrides."""
@@ -303,6 +313,9 @@ def _preflight(trials: list[TrialSpec], options: RunOptions) -> None:
 
     preflight.check_writable_dir(options.results_dir, flag="--results-dir", min_free_mb=options.min_free_mb)
     preflight.check_writable_dir(options.run_dir, flag="--run-dir", min_free_mb=options.min_free_mb)
+    preflight.check_writable_dir(
+        options.checkpoint_root, flag="--checkpoint-dir", min_free_mb=options.min_free_mb
+    )
     preflight.check_trial_inputs(trials)
     uri = default_tracking_uri(options.run_dir)
     preflight.require_tracking_server(uri, options.address or os.environ.get("RAY_ADDRESS"))
@@ -337,6 +350,8 @@ def _absolute(options: RunOptions) -> RunOptions:
     values = dict(options.__dict__)
     values["run_dir"] = Path(options.run_dir).resolve()
     values["results_dir"] = Path(options.results_dir).resolve()
+    if options.checkpoint_dir is not None:
+        values["checkpoint_dir"] = Path(options.checkpoint_dir).resolve()
     return RunOptions(**values)
 
 
@@ -350,6 +365,7 @@ def _prepare_tracking(spec: StudySpec, options: RunOptions, study_file: Path | N
         strict_tracking=options.strict_tracking,
         retries=options.retries,
         study_file=study_file,
+        checkpoint_root=options.checkpoint_root,
     )
     ctx.tracker.mark_stale_runs_killed(ctx.experiment_id)
     return ctx
@@ -404,7 +420,7 @@ def _schedule(
                 stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
                 label = specs[0].name if len(specs) == 1 else f"{len(specs)}-studies"
                 scheduling.run_trials(
-                    [(t, str(options.run_dir), experiment_fn) for t in trials],
+                    [(t, str(options.run_dir), experiment_fn, str(options.checkpoint_root)) for t in trials],
                     [t.trial_id for t in trials],
                     work_entry,
                     listener,

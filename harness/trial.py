@@ -22,9 +22,11 @@ uses it as the no-harness baseline).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -58,6 +60,31 @@ def default_experiment_fn() -> ExperimentFn:
 def trial_work_dir(run_dir: Path, trial: TrialSpec) -> Path:
     """Scratch folder of a trial: predictions, its log, the resolved config."""
     return Path(run_dir) / "trials" / trial.study / trial.trial_id
+
+
+def trial_checkpoint_dir(checkpoint_root: Path, trial: TrialSpec) -> Path:
+    """Where a trial's training checkpoint lives: ``<checkpoint root>/<study>/<trial_id>``.
+
+    The root is ``--checkpoint-dir`` (default ``<results-dir>/.checkpoints``), on storage every node
+    reaches, so a retry on another node resumes from the last finished epoch. Keyed by the trial
+    id (which hashes the resolved config), so a changed config never resumes a stale checkpoint;
+    the root itself is in no trial id.
+    """
+    return Path(checkpoint_root) / trial.study / trial.trial_id
+
+
+def remove_checkpoint(checkpoint_root: Path | None, trial: TrialSpec) -> None:
+    """Delete a trial's checkpoint once its result is recorded (it only serves a resume). Best
+    effort: a driver that cannot reach the folder leaves it, and says so in the log."""
+    if checkpoint_root is None:
+        return
+    folder = trial_checkpoint_dir(checkpoint_root, trial)
+    if not folder.exists():
+        return
+    try:
+        shutil.rmtree(folder)
+    except OSError as exc:
+        log.warning("trial %s: could not remove its checkpoint %s (%s)", trial.trial_id, folder, exc)
 
 
 def error_line(exc: BaseException) -> str:
@@ -155,13 +182,28 @@ def result_from_data(data: Mapping[str, Any]) -> ExperimentResult:
 # --------------------------------------------------------------------------------------------
 
 
+def takes_checkpoint_dir(fn: ExperimentFn) -> bool:
+    """Whether ``fn`` accepts ``checkpoint_dir=`` (added to the experiment contract by issue #17;
+    experiment functions written before it, e.g. test stand-ins, keep working without it)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: call it as the contract says
+        return False
+    return any(p.name == "checkpoint_dir" or p.kind is p.VAR_KEYWORD for p in params)
+
+
 def execute_trial(
-    trial: TrialSpec, run_dir: Path, emit: Emit, experiment_fn: ExperimentFn | None = None
+    trial: TrialSpec,
+    run_dir: Path,
+    emit: Emit,
+    experiment_fn: ExperimentFn | None = None,
+    checkpoint_root: Path | None = None,
 ) -> None:
     """Run one trial in this process; every outcome becomes a message, nothing is raised.
 
     The experiment's log records go to ``<work_dir>/trial.log`` (the driver keeps it as an MLflow
-    artifact, also when the trial fails).
+    artifact, also when the trial fails). With ``checkpoint_root`` the training checkpoint goes to
+    :func:`trial_checkpoint_dir` instead of the work dir.
     """
     work_dir = trial_work_dir(run_dir, trial)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +223,10 @@ def execute_trial(
     message: Message
     try:
         fn = experiment_fn or default_experiment_fn()
-        result = fn(trial.config, work_dir=work_dir, on_epoch=on_epoch)
+        extra: dict[str, Any] = {}
+        if checkpoint_root is not None and takes_checkpoint_dir(fn):
+            extra["checkpoint_dir"] = trial_checkpoint_dir(checkpoint_root, trial)
+        result = fn(trial.config, work_dir=work_dir, on_epoch=on_epoch, **extra)
         message = ResultMessage(
             result=result_to_data(result),
             wall_s=time.perf_counter() - start,
@@ -199,18 +244,29 @@ def execute_trial(
     emit(encode(message))
 
 
-def work_entry(item: tuple[TrialSpec | str, str, ExperimentFn | None], emit: Emit) -> None:
+#: One trial's work: (TrialSpec or its JSON, run_dir, experiment_fn[, checkpoint root]); the
+#: checkpoint root is optional (absent: the checkpoint stays in the trial's work dir).
+WorkItem = (
+    tuple[TrialSpec | str, str, ExperimentFn | None]
+    | tuple[TrialSpec | str, str, ExperimentFn | None, str | None]
+)
+
+
+def work_entry(item: WorkItem, emit: Emit) -> None:
     """What a Ray worker runs for one trial, for `run` and `tune` (module level, light imports:
     workers unpickle it). The trial comes as a TrialSpec or its JSON (a search passes it inside
     the Tune config, which must stay plain data).
 
     The embedded synthetic dataset is generated once per run directory and shared by every trial
     and study there (unless SAGE_DATA_CACHE says otherwise)."""
-    trial, run_dir, experiment_fn = item
+    trial, run_dir, experiment_fn = item[0], item[1], item[2]
+    checkpoint_root = item[3] if len(item) > 3 else None
     if isinstance(trial, str):
         trial = TrialSpec.model_validate_json(trial)
     os.environ.setdefault("SAGE_DATA_CACHE", str(Path(run_dir) / "synthetic-data"))
-    execute_trial(trial, Path(run_dir), emit, experiment_fn)
+    execute_trial(
+        trial, Path(run_dir), emit, experiment_fn, Path(checkpoint_root) if checkpoint_root else None
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,6 +316,9 @@ class RecordingContext:
     study_file: Path | None = None
     #: digests of the datasets already logged as inputs of the parent run
     parent_datasets: set[str] = field(default_factory=set)
+    #: ``--checkpoint-dir``: the trials' training checkpoints, removed once a trial is recorded
+    #: (None: they stay in the work dirs, as :func:`run_trial` keeps them)
+    checkpoint_root: Path | None = None
 
     @property
     def run_source(self) -> RunSource:
@@ -470,6 +529,7 @@ class TrialRecorder:
         self.driver.on_finished(self, result)
         self._log_trial_log()
         tracker.end_run(run_id, "FINISHED")
+        remove_checkpoint(self.ctx.checkpoint_root, self.trial)  # recorded: no resume will need it
         self.outcome.status = "finished"
         self.outcome.wall_s = message.wall_s
         self.outcome.synthetic = result.synthetic
@@ -572,6 +632,7 @@ class TrialRecorder:
         self.set_tags(tags)
         self._log_trial_log()
         self.ctx.tracker.end_run(self.run_id, "FINISHED")
+        remove_checkpoint(self.ctx.checkpoint_root, self.trial)  # a pruned trial never resumes
 
     def _close(
         self, status: TrialStatus, run_status: RunStatus, error: str, details: str = "", wall_s: float = 0.0
@@ -607,13 +668,14 @@ def recording_context(
     source: str = "harness run",
     work_root: Path | None = None,
     study_file: Path | None = None,
+    checkpoint_root: Path | None = None,
 ) -> RecordingContext:
     """Create the tracking store and the experiment ``study`` (driver, before any trial starts).
 
     Tracking failures are collected, not raised (see :class:`harness.tracking.GuardedTracker`),
     unless ``strict_tracking``; an unreachable store then leaves ``experiment_id`` None and the
     trials run and write their results without MLflow runs. ``work_root`` (default ``run_dir``)
-    holds the trials' work dirs.
+    holds the trials' work dirs; ``checkpoint_root`` their checkpoints (:func:`trial_checkpoint_dir`).
     """
     from harness.tracking import GuardedTracker, Tracker, default_tracking_uri
 
@@ -624,6 +686,7 @@ def recording_context(
     return RecordingContext(
         tracker, experiment_id, Path(results_dir), git_state(), retries, Path(work_root or run_dir),
         source, None, Path(study_file).resolve() if study_file else None,
+        checkpoint_root=Path(checkpoint_root).resolve() if checkpoint_root else None,
     )  # fmt: skip
 
 

@@ -105,6 +105,14 @@ class TuneOptions:
     num_cpus: int | None = None  # size of a private local Ray (None = all cores)
     schedule: str = "default"  # --schedule: a named training budget (harness.schedules)
     overrides: tuple[tuple[str, Any], ...] = ()  # --set PATH=VALUE for every search trial
+    #: --checkpoint-dir: the trials' training checkpoints (None: ``<run_dir>/tuning/<study>/checkpoints``)
+    checkpoint_dir: Path | None = None
+
+    def checkpoint_root(self, study: str) -> Path:
+        """Where the search's trials keep their checkpoints (a folder per trial below it)."""
+        if self.checkpoint_dir is not None:
+            return Path(self.checkpoint_dir).resolve()
+        return tuning_dir(Path(self.run_dir).resolve(), study) / "checkpoints"
 
     def env_overrides(self) -> dict[str, Any]:
         """Where data and weights live on this machine (the same rules as `harness run`)."""
@@ -339,7 +347,9 @@ class _Search:
         }
         recorder = TrialRecorder(spec, self.ctx, self, name=f"t{ot.number} · {self.spec.name}", tags=tags)
         self.live[ot.number] = self.by_trial_id[trial_id] = _Live(ot, recorder)
-        return ot.number, trial_id, (spec.model_dump_json(), str(self.ctx.work_root), self.experiment_fn)
+        checkpoints = str(self.ctx.checkpoint_root) if self.ctx.checkpoint_root else None
+        item = (spec.model_dump_json(), str(self.ctx.work_root), self.experiment_fn, checkpoints)
+        return ot.number, trial_id, item
 
     def on_start(self, index: int) -> None:
         recorder = self.live[index].recorder
@@ -440,6 +450,7 @@ def tune_study(
         budget = max(0, target - complete - pruned)
         say(f"{spec.name}: {complete + pruned} of {target} trials finished; running {budget} more")
         ctx = _tracking(run_dir, spec, optuna_study, study if isinstance(study, str | Path) else None)
+        ctx.checkpoint_root = options.checkpoint_root(spec.name)
         layers = options.layers(spec)
         search = _Search(spec, optuna_study, layers, budget, ctx, experiment_fn, say)
         interrupted = True

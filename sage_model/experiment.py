@@ -378,9 +378,18 @@ def make_validator(
 
 # ------------------------------------------------------------------------------- experiment
 def run_experiment(
-    cfg: ExperimentConfig, *, work_dir: Path, on_epoch: Callable[[EpochReport], None] | None = None
+    cfg: ExperimentConfig,
+    *,
+    work_dir: Path,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> ExperimentResult:
-    """Train SAGE as configured and score it on the test split; raises on any failure."""
+    """Train SAGE as configured and score it on the test split; raises on any failure.
+
+    The per-epoch training checkpoint goes to ``checkpoint_dir`` (default: ``work_dir``); a run that
+    finds one there resumes after its epoch. The harness points it at storage every node reaches,
+    so a trial retried on another node resumes instead of starting over.
+    """
     started = time.perf_counter()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -421,7 +430,7 @@ def run_experiment(
         cfg.train,
         device=device,
         seed=cfg.seed,
-        checkpoint_dir=work_dir,
+        checkpoint_dir=work_dir if checkpoint_dir is None else Path(checkpoint_dir),
         fingerprint=cfg.model_dump_json(),
         validate=validate,
         on_epoch=on_epoch,

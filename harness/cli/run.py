@@ -119,6 +119,12 @@ def run(
     retries: int = typer.Option(
         0, "--retries", min=0, help="Start a failing trial again up to N times (exception or dead process)."
     ),
+    checkpoint_dir: Path | None = typer.Option(
+        None,
+        "--checkpoint-dir",
+        help="Per-epoch training checkpoints (default <results-dir>/.checkpoints): on a multi-node cluster a "
+        "folder every node reaches, so a retried trial resumes from its last epoch on any node.",
+    ),
     strict_tracking: bool = typer.Option(
         False,
         "--strict-tracking",
@@ -176,6 +182,7 @@ def run(
         min_free_mb=min_free_mb,
         overrides=parse_sets(set_ or []),
         schedule=schedule,
+        checkpoint_dir=checkpoint_dir,
     )
     if dry_run:
         _dry_run(specs, options, gpu_mem_gb)

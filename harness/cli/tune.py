@@ -62,6 +62,12 @@ def tune(
         metavar="PATH=VALUE",
         help="Config override for every search trial, YAML value, repeatable (not a searched path).",
     ),
+    checkpoint_dir: Path | None = typer.Option(
+        None,
+        "--checkpoint-dir",
+        help="Per-epoch training checkpoints (default <run-dir>/tuning/<study>/checkpoints); on a multi-node "
+        "cluster a folder every node reaches.",
+    ),
 ) -> None:
     """Search the study's `tune:` space; resumes an interrupted search where it stopped."""
     from harness.progress import fmt_duration
@@ -79,6 +85,7 @@ def tune(
         teacher=teacher,
         schedule=schedule,
         overrides=parse_sets(set_ or []),
+        checkpoint_dir=checkpoint_dir,
     )
     console = Console(stderr=True)
     if data_root is None:

@@ -176,8 +176,16 @@ def run_epoch(
 
 
 def _save(path: Path, state: dict[str, object]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    """Write the checkpoint atomically: a temp file, flushed to the disk, renamed over the old one.
+
+    A kill mid-write (a lost node, the OOM killer) leaves the previous checkpoint whole and a stray
+    temp file that the next save overwrites; on a shared filesystem (NFS) the rename is atomic too.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
@@ -306,9 +314,22 @@ def _trained_stage2(model: SageModel, cfg: TrainConfig) -> bool:
 
 
 def _load_checkpoint(path: Path | None, fingerprint: str) -> dict | None:
+    """The checkpoint to resume from, or None to start at epoch 1.
+
+    An unreadable checkpoint (cut short by a copy, a disk error, a torch that cannot read it) is
+    reported as a warning and training starts from scratch: losing the epochs is better than a
+    trial that can never finish. One of another configuration is an error (wrong folder).
+    """
     if path is None or not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(state, dict) or not {"stage", "epoch", "history"} <= state.keys():
+            raise ValueError("not a training checkpoint (no stage, epoch or history)")
+    except Exception as exc:  # any failure to read it means the same: no usable checkpoint
+        log.warning("%s: unreadable checkpoint (%s: %s); training starts from epoch 1", path,
+                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")  # fmt: skip
+        return None
     if state.get("fingerprint") != fingerprint:
         raise ValueError(
             f"{path}: checkpoint of another configuration (fingerprint {state.get('fingerprint')!r}, "
