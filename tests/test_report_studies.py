@@ -31,8 +31,8 @@ PAPER_STUDIES = [
 TRIALS = {
     "table1_vidvrd_main": 6,
     "table2_vidor_main": 6,
-    "table3_components": 12,
-    "table4_mllm_backbone": 6,
+    "table3_components": 18,
+    "table4_mllm_backbone": 9,
     "fig3_fusion": 8,
     "table5_prompt_strategy": 4,
     "table6_adapters": 8,
