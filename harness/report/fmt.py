@@ -324,17 +324,23 @@ DIFFERENCE_HEADER = (
 """Columns of the differences-to-baseline table (Markdown and HTML show the same cells)."""
 
 
-STEP_HEADER = (
-    "step",
-    "column",
-    "paper",
-    "ours [95% interval]",
-    "paired seeds×videos",
-    "p",
-    "p (Holm)",
-    "sig.",
-)
+STEP_HEADER = ("step", *DIFFERENCE_HEADER[1:])
 """Columns of the steps table (``table.steps``: each variant minus the one before it)."""
+
+
+def difference_cells(label: str, column: str, paper_gap: float | None, diff: Difference | None) -> list[str]:
+    """One row of a differences table (to the baseline, or a step): the paper's gap, ours with its
+    interval, the pairs it rests on, p, Holm p and the mark."""
+    return [
+        label,
+        column,
+        signed(paper_gap),
+        difference(diff),
+        paired_size(diff),
+        p_value(diff.p_value if diff else None),
+        p_value(diff.p_holm if diff else None),
+        sig_mark(diff) or ("no" if diff else MISSING),
+    ]
 
 
 def step_rows(table: PaperTable) -> list[tuple[list[str], bool]]:
@@ -343,18 +349,9 @@ def step_rows(table: PaperTable) -> list[tuple[list[str], bool]]:
     multi = len(table.datasets) > 1
     out = []
     for step in table.steps:
-        diff = step.diff
-        text = [
-            f"{step.later} − {step.earlier}" + (f" ({step.dataset})" if multi else ""),
-            step.column,
-            signed(step.paper_gap),
-            difference(diff),
-            paired_size(diff),
-            p_value(diff.p_value if diff else None),
-            p_value(diff.p_holm if diff else None),
-            sig_mark(diff) or ("no" if diff else MISSING),
-        ]
-        out.append((text, bool(diff and diff.significant and diff.value > 0)))
+        label = f"{step.later} − {step.earlier}" + (f" ({step.dataset})" if multi else "")
+        up = bool(step.diff and step.diff.significant and step.diff.value > 0)
+        out.append((difference_cells(label, step.column, step.paper_gap, step.diff), up))
     return out
 
 
@@ -373,15 +370,7 @@ def difference_rows(table: PaperTable) -> list[tuple[list[str], bool]]:
             diff = cell.vs_baseline
             if diff is None and cell.paper_gap is None:
                 continue
-            text = [
-                row.variant + (f" ({row.dataset})" if multi else ""),
-                cell.column,
-                signed(cell.paper_gap),
-                difference(diff),
-                paired_size(diff),
-                p_value(diff.p_value if diff else None),
-                p_value(diff.p_holm if diff else None),
-                sig_mark(diff) or ("no" if diff else MISSING),
-            ]
+            label = row.variant + (f" ({row.dataset})" if multi else "")
+            text = difference_cells(label, cell.column, cell.paper_gap, diff)
             out.append((text, bool(diff and diff.significant)))
     return out
