@@ -10,6 +10,7 @@ and anything left whose command line names the private temp dir.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -119,13 +120,17 @@ def _kill_leftovers(temp_dir: Path) -> list[int]:
     return pids
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@contextlib.contextmanager
+def two_node_cluster(
+    tmp_path_factory: pytest.TempPathFactory, prefix: str, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[Cluster, subprocess.Popen]]:
+    """A head and a worker node (`ray start`, one CPU each; the worker has the resource `node2`),
+    stopped and cleaned up on exit; yields the cluster and the worker's `ray start` process."""
     if RAY is None:
         pytest.skip("the `ray` command is not installed")
-    temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: unix socket paths are limited
+    temp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # short: unix socket paths are limited
     logs = tmp_path_factory.mktemp("ray-logs")
-    env, port = _cluster_env(), free_port()
+    env, port = {**_cluster_env(), **(extra_env or {})}, free_port()
     head = _ray_start(
         temp_dir, logs / "head.log", env, "--head", f"--port={port}", "--include-dashboard=false"
     )
@@ -136,13 +141,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             temp_dir, logs / "worker.log", env, f"--address=127.0.0.1:{port}", '--resources={"node2": 1}'
         )
         _wait_blocking(worker, logs / "worker.log")
-        yield Cluster(f"127.0.0.1:{port}", env, temp_dir)
+        yield Cluster(f"127.0.0.1:{port}", env, temp_dir), worker
     finally:
         for process in (worker, head):
             if process is not None:
                 _stop(process)
         _kill_leftovers(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with two_node_cluster(tmp_path_factory, "rt") as (found, _):
+        yield found
 
 
 def test_a_study_runs_on_both_nodes_and_every_result_reaches_the_driver(

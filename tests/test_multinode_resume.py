@@ -17,14 +17,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.reliability_support import PROJECT_ROOT, free_port, mark, read_marks, run_dir_of, wait_for
+from tests.reliability_support import PROJECT_ROOT, mark, read_marks, run_dir_of, wait_for
 
 pytestmark = pytest.mark.slow  # real Ray nodes and two real trials: about a minute or more
 
@@ -128,41 +127,12 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, dict[str, str], subprocess.Popen]]:
     """Head and worker node (one CPU each); yields (address, env, the worker's `ray start`)."""
-    from tests.test_multinode_cluster import (
-        RAY,
-        _cluster_env,
-        _kill_leftovers,
-        _ray_start,
-        _stop,
-        _wait_blocking,
-    )
+    from tests.test_multinode_cluster import two_node_cluster
 
-    if RAY is None:
-        pytest.skip("the `ray` command is not installed")
-    temp_dir = Path(tempfile.mkdtemp(prefix="rr", dir="/tmp"))  # short: unix socket paths are limited
-    logs = tmp_path_factory.mktemp("ray-logs")
     # a lost node is declared dead after ~10 s instead of ~30 s (Ray's system config, read from env)
-    env = {**_cluster_env(), "RAY_health_check_period_ms": "2000", "RAY_health_check_failure_threshold": "5"}
-    port = free_port()
-    head = _ray_start(
-        temp_dir, logs / "head.log", env, "--head", f"--port={port}", "--include-dashboard=false"
-    )
-    worker = None
-    try:
-        _wait_blocking(head, logs / "head.log")
-        worker = _ray_start(
-            temp_dir, logs / "worker.log", env, f"--address=127.0.0.1:{port}", '--resources={"node2": 1}'
-        )
-        _wait_blocking(worker, logs / "worker.log")
-        yield f"127.0.0.1:{port}", env, worker
-    finally:
-        for process in (worker, head):
-            if process is not None:
-                _stop(process)
-        _kill_leftovers(temp_dir)
-        import shutil
-
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    fast_health = {"RAY_health_check_period_ms": "2000", "RAY_health_check_failure_threshold": "5"}
+    with two_node_cluster(tmp_path_factory, "rr", fast_health) as (found, worker):
+        yield found.address, found.env, worker
 
 
 def _kill_session(session: int) -> list[int]:
