@@ -311,6 +311,39 @@ def grid_label(col: Column, caption: str, headline: bool) -> str:
     return column_label(name or col.name, headline)
 
 
+RANKING_HEADER = (
+    "column",
+    "paper's sign, resolved",
+    "paper best",
+    "our best",
+    "same best",
+    "Spearman ρ",
+    "Kendall τ",
+    "variants compared",
+)
+"""Columns of the ranking table (Markdown and HTML show the same cells)."""
+
+
+def ranking_rows(table: PaperTable) -> list[tuple[list[str], bool | None]]:
+    """One row of text cells per ranking, with whether the best variant is the same (for tinting)."""
+    return [
+        (
+            [
+                r.column,
+                resolved_agreement(r),
+                r.paper_best or MISSING,
+                r.ours_best or MISSING,
+                mark(r.same_best),
+                signed(r.spearman),
+                signed(r.kendall),
+                str(len(r.variants)),
+            ],
+            r.same_best,
+        )
+        for r in table.rankings
+    ]
+
+
 DIFFERENCE_HEADER = (
     "variant",
     "column",

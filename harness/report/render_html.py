@@ -271,28 +271,11 @@ def _times(value: float | None) -> str:
 def _rankings(table: PaperTable) -> str:
     if not table.rankings:
         return ""
-    header = [
-        "column",
-        "paper's sign, resolved",
-        "paper best",
-        "our best",
-        "same best",
-        "Spearman ρ",
-        "Kendall τ",
-        "variants compared",
-    ]
+    header = list(fmt.RANKING_HEADER)
+    tint = {True: "ok", False: "bad", None: ""}
     rows: list[Row] = [
-        [
-            escape(r.column),
-            escape(fmt.resolved_agreement(r)),
-            escape(r.paper_best or fmt.MISSING),
-            escape(r.ours_best or fmt.MISSING),
-            (fmt.mark(r.same_best), {True: "ok", False: "bad", None: ""}[r.same_best]),
-            fmt.signed(r.spearman),
-            fmt.signed(r.kendall),
-            str(len(r.variants)),
-        ]
-        for r in table.rankings
+        [*(escape(t) for t in text[:4]), (escape(text[4]), tint[same]), *text[5:]]
+        for text, same in fmt.ranking_rows(table)
     ]
     title = f"<h3>Ranking of the variants <small>({escape(fmt.ranking_overview(table))})</small></h3>"
     return title + html_table(header, rows, list("lrllcrrr"))

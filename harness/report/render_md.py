@@ -170,29 +170,8 @@ def _times(value: float | None) -> str:
 def _rankings(table: PaperTable) -> list[str]:
     if not table.rankings:
         return []
-    header = [
-        "column",
-        "paper's sign, resolved",
-        "paper best",
-        "our best",
-        "same best",
-        "Spearman ρ",
-        "Kendall τ",
-        "variants compared",
-    ]
-    rows = [
-        [
-            r.column,
-            fmt.resolved_agreement(r),
-            r.paper_best or fmt.MISSING,
-            r.ours_best or fmt.MISSING,
-            fmt.mark(r.same_best),
-            fmt.signed(r.spearman),
-            fmt.signed(r.kendall),
-            str(len(r.variants)),
-        ]
-        for r in table.rankings
-    ]
+    header = list(fmt.RANKING_HEADER)
+    rows = [text for text, _ in fmt.ranking_rows(table)]
     title = (
         "**Ranking of the variants** (paper vs ours: differences to the baseline resolved with the paper's "
         "sign; best variant and rank correlations over variants with both values, whether resolved or not)"
