@@ -111,7 +111,13 @@ def _stop(process: subprocess.Popen) -> None:
 def _kill_leftovers(temp_dir: Path) -> list[int]:
     """PIDs of processes whose command line names our private temp dir, each killed by its PID."""
     listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    pids = [int(line.split(None, 1)[0]) for line in listing.splitlines() if str(temp_dir) in line]
+    return sigkill_each(
+        [int(line.split(None, 1)[0]) for line in listing.splitlines() if str(temp_dir) in line]
+    )
+
+
+def sigkill_each(pids: list[int]) -> list[int]:
+    """SIGKILL each PID (one already gone is fine); returns ``pids``."""
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -139,13 +138,11 @@ def _kill_session(session: int) -> list[int]:
     """SIGKILL every process of ``session`` (the worker node's `ray start`, its raylet, agents and
     Ray workers: started with their own session, they share it); returns their PIDs."""
     listing = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
-    pids = [int(pid) for pid, sid in (line.split() for line in listing.splitlines()) if int(sid) == session]
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return pids
+    from tests.test_multinode_cluster import sigkill_each
+
+    return sigkill_each(
+        [int(pid) for pid, sid in (line.split() for line in listing.splitlines()) if int(sid) == session]
+    )
 
 
 def _alive(pid: int) -> bool:
