@@ -85,16 +85,12 @@ def table_intervals(
     """Intervals and baseline differences of one table's kept trials (``kept``: metric rows), and
     the differences between consecutive ``steps`` variants.
 
-    Both families use the same video resamples (``video_weights`` is seeded), so a step and a
-    baseline difference over the same rows agree."""
+    Both families come from the same pass and the same video resamples, so a step and a baseline
+    difference over the same rows agree."""
     mine, without = _own_videos(kept, videos)
     pairs = [] if baseline is None else [(v, baseline) for v in variants if v != baseline]
-    found = _intervals(mine, without, list(variants), datasets, seeds, columns, pairs)
     step_pairs = list(zip(steps[1:], steps[:-1], strict=True))
-    if not step_pairs:
-        return found
-    stepped = _intervals(mine, without, list(variants), datasets, seeds, columns, step_pairs)
-    return replace(found, steps=stepped.diffs)
+    return _intervals(mine, without, list(variants), datasets, seeds, columns, pairs, step_pairs)
 
 
 def compare_intervals(
@@ -142,10 +138,13 @@ def _intervals(
     seeds: Sequence[int],
     columns: Sequence[Column],
     pairs: Sequence[tuple[str, str]],
+    step_pairs: Sequence[tuple[str, str]] = (),
 ) -> TableIntervals:
-    """Cells of ``rows`` and differences ``a - b`` for ``pairs``, keyed by (row a, dataset, column)."""
+    """Cells of ``rows`` and differences ``a - b`` for ``pairs`` (and, as a second family, for
+    ``step_pairs``), keyed by (row a, dataset, column)."""
     cells: dict[CellKey, Estimate] = {}
     diffs: dict[CellKey, Difference] = {}
+    steps: dict[CellKey, Difference] = {}
     resolution: list[Resolution] = []
     wanted = [c for c in columns if c.metric in VIDEO_PARTS]
     index = {name: i for i, name in enumerate(rows)}
@@ -163,13 +162,10 @@ def _intervals(
                 for name, est in zip(rows, cell_estimates(data, weights), strict=True):
                     if est is not None:
                         cells[(name, dataset, col.name)] = est
+                _differences_into(steps, data, step_pairs, index, weights, (dataset, col.name))
                 if not pairs:
                     continue
-                found = pair_differences(data, [(index[a], index[b]) for a, b in pairs], weights)
-                usable = [d for d in found.values() if d is not None]
-                for (a, _), diff in zip(pairs, found.values(), strict=True):
-                    if diff is not None:
-                        diffs[(a, dataset, col.name)] = diff
+                usable = _differences_into(diffs, data, pairs, index, weights, (dataset, col.name))
                 resolution.append(
                     Resolution(
                         dataset,
@@ -179,7 +175,25 @@ def _intervals(
                         max((d.n_videos for d in usable), default=0),
                     )
                 )
-    return TableIntervals(cells, _holm_within(diffs), tuple(resolution), without)
+    return TableIntervals(cells, _holm_within(diffs), tuple(resolution), without, _holm_within(steps))
+
+
+def _differences_into(
+    out: dict[CellKey, Difference],
+    data: ColumnData,
+    pairs: Sequence[tuple[str, str]],
+    index: dict[str, int],
+    weights: np.ndarray,
+    where: tuple[str, str],
+) -> list[Difference]:
+    """Add ``a - b`` of each pair to ``out`` under (a, dataset, column); returns the ones found."""
+    if not pairs:
+        return []
+    found = pair_differences(data, [(index[a], index[b]) for a, b in pairs], weights)
+    for (a, _), diff in zip(pairs, found.values(), strict=True):
+        if diff is not None:
+            out[(a, *where)] = diff
+    return [d for d in found.values() if d is not None]
 
 
 def _by_task_split(columns: Sequence[Column]) -> dict[tuple[str, str], list[Column]]:
