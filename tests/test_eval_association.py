@@ -38,7 +38,7 @@ def test_overlapping_segments_of_one_relation_merge() -> None:
     assert entry["triplet"] == ["a", "p", "b"]
     assert entry["duration"] == [0, 45]
     assert entry["score"] == pytest.approx(1.0)  # default aggregation: sum
-    assert len(entry["sub_traj"]) == 45 and entry["sub_traj"][20] == [0, 0, 9, 9]
+    assert entry["sub_traj"].shape == (45, 4) and entry["sub_traj"][20].tolist() == [0, 0, 9, 9]
 
 
 def test_mean_aggregation() -> None:

@@ -75,6 +75,11 @@ def test_the_per_window_cut_changes_nothing_the_association_keeps(cut):
     everything = segment_relations(r, s.predicate, PREDICATES, choice, 4, per_segment_top_k=10**6)
     trimmed = segment_relations(r, s.predicate, PREDICATES, choice, 4, per_segment_top_k=cut)
     assert len(trimmed) == 2 * cut < len(everything)
-    assert associate_segments(trimmed, per_segment_top_k=cut) == associate_segments(
-        everything, per_segment_top_k=cut
+    assert plain(associate_segments(trimmed, per_segment_top_k=cut)) == plain(
+        associate_segments(everything, per_segment_top_k=cut)
     )
+
+
+def plain(entries: list[dict]) -> list[dict]:
+    """Entries with their (L, 4) trajectory arrays as lists, comparable with ``==``."""
+    return [{**e, "sub_traj": e["sub_traj"].tolist(), "obj_traj": e["obj_traj"].tolist()} for e in entries]

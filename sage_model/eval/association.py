@@ -161,7 +161,8 @@ def associate_segments(
 ) -> list[dict[str, Any]]:
     """Video-level relations (official prediction entries) of ONE video from its segment relations.
 
-    Returns at most ``top_k`` entries ``{triplet, score, duration, sub_traj, obj_traj}``, by score.
+    Returns at most ``top_k`` entries ``{triplet, score, duration, sub_traj, obj_traj}``, by score
+    (trajectories as (L, 4) float arrays).
     """
     if aggregation not in ("sum", "mean"):
         raise ValueError(f"aggregation: must be 'sum' or 'mean', got {aggregation!r}")
@@ -181,9 +182,7 @@ def associate_segments(
         active = _associate_segment(
             ranked, active, tracks, linkage_threshold, temporal_tolerance, aggregation
         )
-    entries = [e for e in (_serialize(t, aggregation) for t in tracks) if e is not None]
-    entries.sort(key=lambda e: e["score"], reverse=True)
-    return entries[:top_k]
+    return _top_entries(tracks, aggregation, top_k)
 
 
 def _associate_segment(
@@ -219,18 +218,35 @@ def _associate_segment(
     return next_active
 
 
-def _serialize(track: _VideoRelation, aggregation: Aggregation) -> dict[str, Any] | None:
-    start = max(track.sub.start, track.obj.start)
-    stop = min(track.sub.end, track.obj.end)
-    if stop - start <= 1:
-        return None
-    return {
-        "triplet": list(track.triplet),
-        "score": track.score(aggregation),
-        "duration": [start, stop],
-        "sub_traj": track.sub.boxes[start - track.sub.start : stop - track.sub.start].tolist(),
-        "obj_traj": track.obj.boxes[start - track.obj.start : stop - track.obj.start].tolist(),
-    }
+def _overlap(track: _VideoRelation) -> tuple[int, int]:
+    """[start, stop) frames where both trajectories of ``track`` have boxes."""
+    return max(track.sub.start, track.obj.start), min(track.sub.end, track.obj.end)
+
+
+def _top_entries(tracks: list[_VideoRelation], aggregation: Aggregation, top_k: int) -> list[dict[str, Any]]:
+    """The ``top_k`` best-scored tracks with > 1 common frame as official entries, by score.
+
+    Only the kept tracks are turned into entries (a video often has several times ``top_k``
+    candidates). The trajectories stay (L, 4) float arrays, views of the tracks' boxes: the
+    evaluator and :func:`sage_model.model.predict.write_predictions` take arrays, and turning every
+    box into Python floats cost more than the whole association (`benchmarks/bench_eval.py`).
+    The sort is stable, so ties keep the order in which the tracks were made, as before.
+    """
+    scored = [(t.score(aggregation), t) for t in tracks if _overlap(t)[1] - _overlap(t)[0] > 1]
+    scored.sort(key=lambda item: item[0], reverse=True)
+    entries = []
+    for score, track in scored[:top_k]:
+        start, stop = _overlap(track)
+        entries.append(
+            {
+                "triplet": list(track.triplet),
+                "score": score,
+                "duration": [start, stop],
+                "sub_traj": track.sub.boxes[start - track.sub.start : stop - track.sub.start],  # (L, 4)
+                "obj_traj": track.obj.boxes[start - track.obj.start : stop - track.obj.start],  # (L, 4)
+            }
+        )
+    return entries
 
 
 def associate_pairs(
@@ -238,7 +254,8 @@ def associate_pairs(
 ) -> list[dict[str, Any]]:
     """Video-level relations of ONE video by track-pair linking (OV-MMP); every relation needs ``pair``.
 
-    Returns at most ``top_k`` entries ``{triplet, score, duration, sub_traj, obj_traj}``, by score.
+    Returns at most ``top_k`` entries ``{triplet, score, duration, sub_traj, obj_traj}``, by score
+    (trajectories as (L, 4) float arrays).
     """
     if aggregation not in ("sum", "mean"):
         raise ValueError(f"aggregation: must be 'sum' or 'mean', got {aggregation!r}")
@@ -264,9 +281,7 @@ def associate_pairs(
             else:
                 tracks.append(_VideoRelation(triplet, sub, obj, [float(r.score)]))
                 reach = r.window[1]
-    entries = [e for e in (_serialize(t, aggregation) for t in tracks) if e is not None]
-    entries.sort(key=lambda e: e["score"], reverse=True)
-    return entries[:top_k]
+    return _top_entries(tracks, aggregation, top_k)
 
 
 def associate(

@@ -278,9 +278,19 @@ def write_predictions(path: Path, results: dict[str, list[dict]]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, default=_plain), encoding="utf-8")
+    tmp.write_bytes(_dumps(payload))
     os.replace(tmp, path)
     return path
+
+
+def _dumps(payload: dict[str, Any]) -> bytes:
+    """JSON bytes; trajectories may be numpy arrays. orjson writes arrays natively (~10x faster than
+    the stdlib's per-box Python floats); the stdlib path stays for an environment without it."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson is a declared dependency
+        return json.dumps(payload, default=_plain).encode("utf-8")
+    return orjson.dumps(payload, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _plain(value: Any) -> Any:
