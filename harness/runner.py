@@ -50,6 +50,9 @@ class RunOptions:
     clip_checkpoint: Path | None = None
     teacher: str | None = None
     seeds: tuple[int, ...] | None = None
+    #: ``--variant NAME`` (repeatable): run only these of each study's variants (None: all). The
+    #: trials keep their ids, so a later full run skips them.
+    variants: tuple[str, ...] | None = None
     smoke: bool = False
     #: size of the local Ray started when no address is given (None = all cores / detected GPUs);
     #: tests use num_gpus to declare fake GPUs.
@@ -152,12 +155,26 @@ def plan_study(spec: StudySpec, options: RunOptions) -> Plan:
         schedule_name=options.schedule,
         schedule_overrides=schedule_overrides(options.schedule),
     )
+    if options.variants is not None:
+        trials = select_variants(spec, trials, options.variants)
     if options.force:
         return Plan(trials, list(trials), [])
     code = code_version()
     done = [t for t in trials if is_finished(options.results_dir, t.study, t.trial_id, code)]
     done_ids = {t.trial_id for t in done}
     return Plan(trials, [t for t in trials if t.trial_id not in done_ids], done)
+
+
+def select_variants(spec: StudySpec, trials: list[TrialSpec], names: Sequence[str]) -> list[TrialSpec]:
+    """The trials of the variants called ``names``; ``ValueError`` naming any the study lacks."""
+    known = [v.name for v in spec.variants]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(
+            f"--variant: study {spec.name!r} has no variant {', '.join(map(repr, unknown))}; "
+            f"its variants: {', '.join(map(repr, known))}"
+        )
+    return [t for t in trials if t.variant in set(names)]
 
 
 class _Listener:

@@ -127,6 +127,19 @@ def test_run_with_everything_finished_skips_and_says_synthetic(study: Path, tmp_
     assert sorted(p.parent.name for p in (results / "tiny").glob("*/*.parquet")) == sorted(ids)
 
 
+def test_run_variant_selects_trials_and_names_unknown_ones(study: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    ids = finish_all(study, results)
+    base = ("run", str(study), "--run-dir", str(tmp_path / "runs"), "--results-dir", str(results))
+    code, out = invoke(*base, "--variant", "6")
+    assert code == 0, out
+    assert "tiny: 0 finished, 2 already done (skipped), 0 failed" in out  # the ids of the full run
+    assert len(ids) == 4
+    code, out = invoke(*base, "--variant", "6", "--variant", "8")
+    assert code == 2
+    assert "--variant: study 'tiny' has no variant '8'; its variants: '2', '6'" in out
+
+
 def test_run_refuses_while_the_study_is_locked(study: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     with StudyLock(runs, "tiny"):

@@ -113,6 +113,9 @@ def run(
         help="Teacher artifact under <data-root>/teachers/ (variants may still choose their own).",
     ),
     seeds: str | None = typer.Option(None, "--seeds", help="Run only these of the study's seeds, e.g. 0,1."),
+    variants: list[str] | None = typer.Option(
+        None, "--variant", metavar="NAME", help="Run only this variant of the study (repeatable), e.g. --variant Ours."
+    ),
     smoke: bool = typer.Option(
         False, "--smoke", help="One seed, one epoch per stage, 4 synthetic videos, training on 1 and scoring 1: a quick check."
     ),
@@ -176,6 +179,7 @@ def run(
         clip_checkpoint=clip_checkpoint,
         teacher=teacher,
         seeds=parse_seeds(seeds),
+        variants=tuple(variants) if variants else None,
         smoke=smoke,
         retries=retries,
         strict_tracking=strict_tracking,
