@@ -166,15 +166,20 @@ def plan_study(spec: StudySpec, options: RunOptions) -> Plan:
 
 
 def select_variants(spec: StudySpec, trials: list[TrialSpec], names: Sequence[str]) -> list[TrialSpec]:
-    """The trials of the variants called ``names``; ``ValueError`` naming any the study lacks."""
-    known = [v.name for v in spec.variants]
+    """The trials of the variants called ``names`` (a study may have none of them)."""
+    return [t for t in trials if t.variant in set(names)]
+
+
+def check_variant_names(specs: Sequence[StudySpec], names: Sequence[str]) -> None:
+    """``ValueError`` for a ``--variant`` that no study of the launch has, listing theirs."""
+    known = {v.name: None for spec in specs for v in spec.variants}
     unknown = [n for n in names if n not in known]
     if unknown:
+        studies = ", ".join(repr(spec.name) for spec in specs)
         raise ValueError(
-            f"--variant: study {spec.name!r} has no variant {', '.join(map(repr, unknown))}; "
-            f"its variants: {', '.join(map(repr, known))}"
+            f"--variant: no variant {', '.join(map(repr, unknown))} in {studies}; "
+            f"variants: {', '.join(map(repr, known))}"
         )
-    return [t for t in trials if t.variant in set(names)]
 
 
 class _Listener:
@@ -256,6 +261,8 @@ def run_studies(
     start = time.perf_counter()
     specs = [s if isinstance(s, StudySpec) else load_study(s) for s in studies]
     _check_distinct_names(specs)
+    if options.variants is not None:
+        check_variant_names(specs, options.variants)
     files = {
         spec.name: Path(s).resolve()
         for spec, s in zip(specs, studies, strict=True)

@@ -137,7 +137,7 @@ def test_run_variant_selects_trials_and_names_unknown_ones(study: Path, tmp_path
     assert len(ids) == 4
     code, out = invoke(*base, "--variant", "6", "--variant", "8")
     assert code == 2
-    assert "--variant: study 'tiny' has no variant '8'; its variants: '2', '6'" in out
+    assert "--variant: no variant '8' in 'tiny'; variants: '2', '6'" in out
 
 
 def test_run_refuses_while_the_study_is_locked(study: Path, tmp_path: Path) -> None:

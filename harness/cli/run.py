@@ -114,7 +114,7 @@ def run(
     ),
     seeds: str | None = typer.Option(None, "--seeds", help="Run only these of the study's seeds, e.g. 0,1."),
     variants: list[str] | None = typer.Option(
-        None, "--variant", metavar="NAME", help="Run only this variant of the study (repeatable), e.g. --variant Ours."
+        None, "--variant", metavar="NAME", help="Run only the variants of this name (repeatable), e.g. --variant Ours; a name no study has exits 2."
     ),
     smoke: bool = typer.Option(
         False, "--smoke", help="One seed, one epoch per stage, 4 synthetic videos, training on 1 and scoring 1: a quick check."
@@ -164,7 +164,7 @@ def run(
     with its own lock, MLflow experiment and results folder.
     """
     from harness.progress import StudyProgress
-    from harness.runner import RunOptions, run_studies
+    from harness.runner import RunOptions, check_variant_names, run_studies
     from harness.spec import load_study
 
     _check_paths(data_root, clip_checkpoint)
@@ -188,6 +188,8 @@ def run(
         schedule=schedule,
         checkpoint_dir=checkpoint_dir,
     )
+    if options.variants is not None:
+        check_variant_names(specs, options.variants)
     if dry_run:
         _dry_run(specs, options, gpu_mem_gb)
         return
