@@ -55,9 +55,11 @@ Layered *beneath* every study's ``base`` (:func:`harness.configs.resolve_trial`)
 schedule: a study that states no budget trains on it, one that states its own (Table 10 measures
 speed, not learning) keeps its own, and ``paper`` still replaces the training values above the
 base. Why these values: with 24 videos per split the validation mAP stays near zero for any
-budget; with 64 it rises to ~17 by stage-1 epoch 10 at the constant lr (no decay: the curve is
-still rising there); the stage-2 epochs train the class enhancement (prompt), which the novel
-predicates and the "w/o CE" rows need.
+budget; with 64 it is still rising at stage-1 epoch 10 (~9) and levels off at 14-16 from epoch
+14 to 20 at the constant lr (no decay), where the test PredCls All of seed 0 is ~19 against 16.4
+after 10 epochs; 4 stage-2 epochs at batch 32 train the class enhancement (prompt), which the
+novel predicates and the "w/o CE" rows need (2 epochs at batch 128, or 4 at 64, do not recover
+from the switch to the prompt classifier: 4-10 mAP).
 """
 
 SCHEDULES: dict[str, Schedule] = {
