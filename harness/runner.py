@@ -156,18 +156,14 @@ def plan_study(spec: StudySpec, options: RunOptions) -> Plan:
         schedule_overrides=schedule_overrides(options.schedule),
     )
     if options.variants is not None:
-        trials = select_variants(spec, trials, options.variants)
+        wanted = set(options.variants)
+        trials = [t for t in trials if t.variant in wanted]  # a study may have none of them
     if options.force:
         return Plan(trials, list(trials), [])
     code = code_version()
     done = [t for t in trials if is_finished(options.results_dir, t.study, t.trial_id, code)]
     done_ids = {t.trial_id for t in done}
     return Plan(trials, [t for t in trials if t.trial_id not in done_ids], done)
-
-
-def select_variants(spec: StudySpec, trials: list[TrialSpec], names: Sequence[str]) -> list[TrialSpec]:
-    """The trials of the variants called ``names`` (a study may have none of them)."""
-    return [t for t in trials if t.variant in set(names)]
 
 
 def check_variant_names(specs: Sequence[StudySpec], names: Sequence[str]) -> None:

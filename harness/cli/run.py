@@ -164,7 +164,7 @@ def run(
     with its own lock, MLflow experiment and results folder.
     """
     from harness.progress import StudyProgress
-    from harness.runner import RunOptions, check_variant_names, run_studies
+    from harness.runner import RunOptions, run_studies
     from harness.spec import load_study
 
     _check_paths(data_root, clip_checkpoint)
@@ -188,8 +188,6 @@ def run(
         schedule=schedule,
         checkpoint_dir=checkpoint_dir,
     )
-    if options.variants is not None:
-        check_variant_names(specs, options.variants)
     if dry_run:
         _dry_run(specs, options, gpu_mem_gb)
         return
@@ -216,10 +214,12 @@ def _dry_run(specs: list[Any], options: Any, gpu_mem_gb: float | None) -> None:
     """``--dry-run``: the cost of the launch (:mod:`harness.estimate`), nothing started or written."""
     from harness import estimate
     from harness.preflight import check_same_clip
-    from harness.runner import plan_study
+    from harness.runner import check_variant_names, plan_study
     from harness.schedules import get_schedule
 
     get_schedule(options.schedule)
+    if options.variants is not None:  # run_studies checks them on the other path
+        check_variant_names(specs, options.variants)
     gpu_mem = gpu_mem_gb * 1024 if gpu_mem_gb is not None else estimate.local_gpu_mem_mb()
     tables: dict[int, estimate.CostTable] = {}
     studies = []

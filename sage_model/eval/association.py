@@ -218,11 +218,6 @@ def _associate_segment(
     return next_active
 
 
-def _overlap(track: _VideoRelation) -> tuple[int, int]:
-    """[start, stop) frames where both trajectories of ``track`` have boxes."""
-    return max(track.sub.start, track.obj.start), min(track.sub.end, track.obj.end)
-
-
 def _top_entries(tracks: list[_VideoRelation], aggregation: Aggregation, top_k: int) -> list[dict[str, Any]]:
     """The ``top_k`` best-scored tracks with > 1 common frame as official entries, by score.
 
@@ -232,21 +227,22 @@ def _top_entries(tracks: list[_VideoRelation], aggregation: Aggregation, top_k: 
     box into Python floats cost more than the whole association (`benchmarks/bench_eval.py`).
     The sort is stable, so ties keep the order in which the tracks were made, as before.
     """
-    scored = [(t.score(aggregation), t) for t in tracks if _overlap(t)[1] - _overlap(t)[0] > 1]
+    scored = []
+    for track in tracks:
+        start, stop = max(track.sub.start, track.obj.start), min(track.sub.end, track.obj.end)
+        if stop - start > 1:  # frames where both trajectories have boxes
+            scored.append((track.score(aggregation), start, stop, track))
     scored.sort(key=lambda item: item[0], reverse=True)
-    entries = []
-    for score, track in scored[:top_k]:
-        start, stop = _overlap(track)
-        entries.append(
-            {
-                "triplet": list(track.triplet),
-                "score": score,
-                "duration": [start, stop],
-                "sub_traj": track.sub.boxes[start - track.sub.start : stop - track.sub.start],  # (L, 4)
-                "obj_traj": track.obj.boxes[start - track.obj.start : stop - track.obj.start],  # (L, 4)
-            }
-        )
-    return entries
+    return [
+        {
+            "triplet": list(track.triplet),
+            "score": score,
+            "duration": [start, stop],
+            "sub_traj": track.sub.boxes[start - track.sub.start : stop - track.sub.start],  # (L, 4)
+            "obj_traj": track.obj.boxes[start - track.obj.start : stop - track.obj.start],  # (L, 4)
+        }
+        for score, start, stop, track in scored[:top_k]
+    ]
 
 
 def associate_pairs(
