@@ -25,9 +25,12 @@ import pytest
 from sage_model.config import DataConfig
 from sage_model.data import DatasetRoot, ensure_synthetic, match_tracks
 from sage_model.data.synth import (
+    POINTER,
     ROLE,
     SEMANTIC,
+    SEMANTIC_MARK,
     SPATIAL,
+    SPATIAL_MARK,
     TEACHERS,
     TEMPORAL,
     _set_vectors,
@@ -105,8 +108,10 @@ def test_relations_are_learnable_and_novel_ones_only_through_text(root: DatasetR
     shuffled_ap, _ = result["shuffled"]
     # a linear read-out sees plainly only the appearance channel (a quarter of the events, section
     # 8.2); the other channels need a component's interaction (the per-channel tests below)
+    # (the spatial/semantic marks, +-sign codes a linear read-out cannot use, add variance: the
+    # zero-shot read-out is 3.6x chance on vidor, 9x on vidvrd at generator version 3)
     assert base_ap > 4 * base_chance
-    assert novel_ap > 5 * novel_chance
+    assert novel_ap > 3 * novel_chance
     assert shuffled_ap < 3 * base_chance
 
 
@@ -114,7 +119,9 @@ def test_teacher_features_add_what_the_visual_features_lack(root: DatasetRoot) -
     plain = probes(root, teacher=None)["base"][0]
     blip2 = probes(root, teacher="blip2")["base"][0]
     asmv2 = probes(root, teacher="asmv2")["base"][0]
-    assert plain + 0.03 < blip2 < asmv2 - 0.05
+    # linearly the teacher adds its named predicates (its pointer is a sign a linear read-out cannot
+    # use): vidvrd 0.069 / 0.092 / 0.161, vidor 0.113 / 0.170 / 0.309 at generator version 3
+    assert plain + 0.015 < blip2 < asmv2 - 0.05
 
 
 def test_spatial_predicates_show_in_the_boxes(root: DatasetRoot) -> None:
@@ -174,7 +181,7 @@ def picks_true(chosen: np.ndarray, other: np.ndarray, true: np.ndarray) -> float
     return float(((chosen * true).sum(-1) > (other * true).sum(-1)).mean())
 
 
-def test_spatial_evidence_is_resolved_only_by_the_frame_tokens_role_cue(root: DatasetRoot) -> None:
+def test_spatial_evidence_is_resolved_only_by_the_frame_tokens_sign(root: DatasetRoot) -> None:
     x, true, mask, (_, sem) = channel_view(root, SPATIAL)
     assert mask.sum() >= 50
     subject, obj, frame, evidence = (
@@ -183,11 +190,14 @@ def test_spatial_evidence_is_resolved_only_by_the_frame_tokens_role_cue(root: Da
         x[..., FRAME, :][mask],
         true[mask],
     )
-    on_subject = (frame @ sem.codes[ROLE]) > 0  # the cue: +k_role when the subject shows the event
+    sign = np.sign(frame @ sem.codes[ROLE])  # the frame token's sign code
+    on_subject = sign * (subject @ sem.codes[SPATIAL_MARK]) > sign * (obj @ sem.codes[SPATIAL_MARK])
     chosen = np.where(on_subject[:, None], subject, obj)
     other = np.where(on_subject[:, None], obj, subject)
     assert picks_true(chosen, other, evidence) > 0.9
     assert 0.35 < picks_true(subject, obj, evidence) < 0.65  # without the cue: a coin flip
+    marked = (subject @ sem.codes[SPATIAL_MARK]) > (obj @ sem.codes[SPATIAL_MARK])  # the mark alone
+    assert 0.35 < picks_true(np.where(marked[:, None], subject, obj), np.where(marked[:, None], obj, subject), evidence) < 0.65
 
 
 def test_temporal_evidence_holds_at_the_keyframe_and_not_at_its_neighbours(root: DatasetRoot) -> None:
@@ -201,13 +211,14 @@ def test_temporal_evidence_holds_at_the_keyframe_and_not_at_its_neighbours(root:
 
 
 def test_semantic_evidence_is_resolved_by_the_teacher_asmv2_more_often(root: DatasetRoot) -> None:
-    x, true, mask, _ = channel_view(root, SEMANTIC)
+    x, true, mask, (_, sem) = channel_view(root, SEMANTIC)
     assert mask.sum() >= 50
     subject, obj, evidence = x[..., SUBJECT, :][mask], x[..., OBJECT, :][mask], true[mask]
     resolved = {}
     for name in TEACHERS:
         text = np.asarray(root.teacher_store(name, "train", "gt").text[:, :, UNION], np.float64)[mask]
-        on_subject = (subject * text).sum(-1) > (obj * text).sum(-1)  # the description selects a token
+        sign = np.sign(text @ sem.codes[POINTER])  # the description points at one of the marks
+        on_subject = sign * (subject @ sem.codes[SEMANTIC_MARK]) > sign * (obj @ sem.codes[SEMANTIC_MARK])
         chosen = np.where(on_subject[:, None], subject, obj)
         other = np.where(on_subject[:, None], obj, subject)
         resolved[name] = picks_true(chosen, other, evidence)

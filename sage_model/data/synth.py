@@ -56,7 +56,7 @@ from sage_model.data.vocab import Vocabulary, load_vocabulary
 logger = logging.getLogger(__name__)
 
 GENERATOR = "sage-synthetic"
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 DEFAULT_SHAPE = VideoShape()
 NOVEL_PREDICATE_RATE = 0.2
 NOVEL_OBJECT_RATE = 0.2
@@ -70,6 +70,7 @@ VIS_OBJECT_NOISE = 0.5
 VIS_UNION_NOISE = 0.7
 VIS_UNION_CLASS_WEIGHT = 0.5
 VIS_FRAME_NOISE = 0.5
+MARK_WEIGHT = 1.0  # norm of the spatial/semantic marks, the frame's sign code and the teacher's pointer
 
 CHANNELS = ("appearance", "spatial", "temporal", "semantic")
 APPEARANCE, SPATIAL, TEMPORAL, SEMANTIC = range(4)
@@ -196,11 +197,11 @@ class Semantics:
     mixing: np.ndarray  # (D, D) orthogonal Q, visual = semantic @ Q
     fingerprint: str
     visual_predicates: np.ndarray  # (P, D) V_pred = E_pred at class_text 1
-    codes: np.ndarray  # (5, D) unit k_role, k_A, k_B, q_A, q_B
+    codes: np.ndarray  # (5, D) unit k_role, m_spa, m_sem, w_ptr, spare
     clip: dict[str, Any] | None = None  # identity of the checkpoint behind E_obj / E_pred (None: tiny)
 
 
-ROLE, KEY_A, KEY_B, POINTER_A, POINTER_B = range(5)
+ROLE, SPATIAL_MARK, SEMANTIC_MARK, POINTER, _SPARE = range(5)
 
 
 def class_semantics(
@@ -565,6 +566,7 @@ class Events:
     hallucinated: np.ndarray  # (E, 2) int64, -1 padded
     channel: np.ndarray  # (E,) int64 index into CHANNELS
     u: np.ndarray  # (E,) float64 uniform
+    sign: np.ndarray  # (E,) float32 +-1: the sign of a spatial/semantic event's mark (section 8.2)
 
 
 def plan_events(
@@ -584,6 +586,7 @@ def plan_events(
     pool = np.array([p for ps in grouped.values() for p in ps], np.int64)  # frequency-matched decoys
     channel = rng.choice(len(CHANNELS), size=n, p=signals.shares())
     u = rng.random(n)
+    sign = np.where(rng.random(n) < 0.5, 1.0, -1.0).astype(np.float32)
     index: dict[tuple[str, int, int], list[tuple[int, int, int]]] = defaultdict(list)
     for e, ((vid, s_tid, o_tid, begin, end), ps) in enumerate(grouped.items()):
         ps = ps[:2]
@@ -595,7 +598,7 @@ def plan_events(
         later[e, : len(ps)] = _distinct(rng, candidates[~np.isin(candidates, decoys[e])], len(ps))
         halluc[e, : len(ps)] = rng.integers(0, len(vocab.predicates), size=len(ps))
         index[(vid, s_tid, o_tid)].append((begin, end, e))
-    return Events(dict(index), preds, decoys, later, halluc, channel, u)
+    return Events(dict(index), preds, decoys, later, halluc, channel, u, sign)
 
 
 def _distinct(rng: np.random.Generator, candidates: np.ndarray, k: int) -> list[int]:
@@ -700,8 +703,17 @@ def visual_features(
     sided = ((channel == SPATIAL) | (channel == SEMANTIC))[..., None]
     subject += sided * np.where(on_subject[..., None], true, decoy)
     obj += sided * np.where(on_subject[..., None], decoy, true)
-    role = np.where(on_subject, 1.0, -1.0).astype(np.float32)[..., None] * sem.codes[ROLE]  # (N, T, D)
-    frame += (channel == SPATIAL)[..., None] * role
+    # The marks: the evidence token carries +sign * code, the decoy token -sign * code, so which
+    # token is which is readable only with the sign, from the frame token (spatial) or the
+    # teacher's description (semantic).
+    sign = rows.events.sign[np.maximum(rows.event, 0)][..., None]  # (N, T, 1)
+    mark = MARK_WEIGHT * sign * (
+        (channel == SPATIAL)[..., None] * sem.codes[SPATIAL_MARK]
+        + (channel == SEMANTIC)[..., None] * sem.codes[SEMANTIC_MARK]
+    )  # (N, T, D)
+    subject += np.where(on_subject[..., None], mark, -mark)
+    obj += np.where(on_subject[..., None], -mark, mark)
+    frame += MARK_WEIGHT * (channel == SPATIAL)[..., None] * sign * sem.codes[ROLE]
     union += _temporal_evidence(sem, rows, true, channel)
     semantic = np.stack(
         [
@@ -753,6 +765,9 @@ def teacher_features(
     channel = _event_channels(rows)  # (N, T)
     said = (channel == APPEARANCE) | (channel == SEMANTIC)  # spatial/temporal events are not described
     union = said[..., None] * _set_vectors(sem.predicates, described)[np.maximum(rows.event, 0)]  # (N, T, D)
+    # Which of the two marked tokens does it: the event's sign when described right, else the decoy's.
+    pointed = np.where(right, events.sign, -events.sign)[np.maximum(rows.event, 0)]  # (N, T)
+    union += MARK_WEIGHT * ((channel == SEMANTIC) * pointed)[..., None] * sem.codes[POINTER]
     text = np.stack(
         [
             sem.objects[seen_class(rows.subject_class)] + _noise(rng, (n, t, d), teacher.noise),
