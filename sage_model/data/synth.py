@@ -13,10 +13,11 @@ teacher store formats. The full generator spec is in ``docs/data.md`` (section 8
   (``E_obj``, ``E_pred``); visual features live in a fixed random orthogonal mixing ``Q`` of them.
 * Each event is shown through ONE signal channel (:class:`Signals`), one per SAGE component:
   appearance (union token, readable by anything), spatial (evidence on the subject or object token
-  beside a decoy; the frame token says which by role), temporal (evidence at the segment's own
-  keyframe, other predicates at its neighbours), semantic (evidence on the
-  subject or object token beside a decoy; only the teacher's description names the true one). Novel
-  predicates are reachable only through the class text (``E_pred``) in every channel.
+  beside a decoy, the two marked +-sign * m_spa; the frame token carries the sign), temporal
+  (evidence at the segment's own keyframe, other predicates at its neighbours), semantic (evidence
+  beside a decoy, marked +-sign * m_sem; only the teacher's description carries the sign, and names
+  the predicates). Novel predicates are reachable only through the class text (``E_pred``) in every
+  channel.
 * Teachers live in the text space; they describe appearance and semantic events, right with
   probability ``accuracy`` per event: ``asmv2`` more often and less noisily than ``blip2``.
 """
