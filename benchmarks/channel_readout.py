@@ -1,10 +1,10 @@
 """Which SAGE variant resolves which synthetic signal channel? (docs/data.md sections 8.2 and 9.3)
 
-    python benchmarks/channel_readout.py --channel spatial [--epochs 12] [--seed 0]
+    python benchmarks/channel_readout.py --channel spatial [--sign-marks 1] [--epochs 12] [--seed 0]
         [--variant full] [--variant "w/o Spa=model.spatio_temporal.spatial=linear"] ...
 
 Builds the synthetic VidVRD set with only ``--channel`` switched on (its ``Signals`` share 1, 64
-videos per split), trains stage 1 of each variant for ``--epochs`` epochs (one torch thread, the
+videos per split; ``--sign-marks``: ``Signals.sign_marks``, 0 = the default generator), trains stage 1 of each variant for ``--epochs`` epochs (one torch thread, the
 variants one after another) and prints, after every epoch, the pair-level read-out of the test
 rows over the base predicates:
 
@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channel", choices=CHANNELS, required=True)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sign-marks", type=float, default=0.0, help="Signals.sign_marks (0: the default data)"
+    )
     parser.add_argument("--variant", action="append", default=None, help="preset name or NAME=key=value,...")
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="where to build the data (default: a temporary folder)"
@@ -163,8 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     shares = {name: float(name == args.channel) for name in CHANNELS}
     with tempfile.TemporaryDirectory() as tmp:
         out = (args.data_dir or Path(tmp)) / f"channel-{args.channel}"
-        root = DatasetRoot.open(ensure_synthetic("vidvrd", out, 64, 0, 64, Signals(**shares)))
-        print(f"SYNTHETIC data, {args.channel} channel only, {args.epochs} stage-1 epochs, seed {args.seed}")
+        signals = Signals(**shares, sign_marks=args.sign_marks)
+        root = DatasetRoot.open(ensure_synthetic("vidvrd", out, 64, 0, 64, signals))
+        print(
+            f"SYNTHETIC data, {args.channel} channel only, sign marks {args.sign_marks}, "
+            f"{args.epochs} stage-1 epochs, seed {args.seed}"
+        )
         summary = []
         for name, overrides in variants:
             print(f"{name}: {overrides}", flush=True)

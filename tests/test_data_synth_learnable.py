@@ -10,7 +10,8 @@ Linear probes (ridge least squares, numpy) on the default-size datasets:
 * adding the teacher's union-perspective features helps, ASMv2 more than BLIP-2.
 Per signal channel (section 8.2), a hand-written reader that uses the channel's resolving cue picks
 the true evidence over its decoy almost always, while the same comparison without the cue is a coin
-flip: so only a model with the matching component can resolve the channel.
+flip: so only a model with the matching component can resolve the channel. The same for the sign
+marks (``Signals.sign_marks``), where the cue is a sign and the marks alone are a coin flip.
 Metric: mean over predicates (with a test positive) of the per-predicate average precision over
 test rows; chance = the mean positive rate of those predicates.
 """
@@ -33,6 +34,7 @@ from sage_model.data.synth import (
     SPATIAL_MARK,
     TEACHERS,
     TEMPORAL,
+    Signals,
     _set_vectors,
     class_semantics,
     explain_rows,
@@ -108,10 +110,8 @@ def test_relations_are_learnable_and_novel_ones_only_through_text(root: DatasetR
     shuffled_ap, _ = result["shuffled"]
     # a linear read-out sees plainly only the appearance channel (a quarter of the events, section
     # 8.2); the other channels need a component's interaction (the per-channel tests below)
-    # (the spatial/semantic marks, +-sign codes a linear read-out cannot use, add variance: the
-    # zero-shot read-out is 3.6x chance on vidor, 9x on vidvrd at generator version 3)
     assert base_ap > 4 * base_chance
-    assert novel_ap > 3 * novel_chance
+    assert novel_ap > 5 * novel_chance
     assert shuffled_ap < 3 * base_chance
 
 
@@ -119,9 +119,7 @@ def test_teacher_features_add_what_the_visual_features_lack(root: DatasetRoot) -
     plain = probes(root, teacher=None)["base"][0]
     blip2 = probes(root, teacher="blip2")["base"][0]
     asmv2 = probes(root, teacher="asmv2")["base"][0]
-    # linearly the teacher adds its named predicates (its pointer is a sign a linear read-out cannot
-    # use): vidvrd 0.069 / 0.092 / 0.161, vidor 0.113 / 0.170 / 0.309 at generator version 3
-    assert plain + 0.015 < blip2 < asmv2 - 0.05
+    assert plain + 0.03 < blip2 < asmv2 - 0.05
 
 
 def test_spatial_predicates_show_in_the_boxes(root: DatasetRoot) -> None:
@@ -181,7 +179,7 @@ def picks_true(chosen: np.ndarray, other: np.ndarray, true: np.ndarray) -> float
     return float(((chosen * true).sum(-1) > (other * true).sum(-1)).mean())
 
 
-def test_spatial_evidence_is_resolved_only_by_the_frame_tokens_sign(root: DatasetRoot) -> None:
+def test_spatial_evidence_is_resolved_only_by_the_frame_tokens_role_cue(root: DatasetRoot) -> None:
     x, true, mask, (_, sem) = channel_view(root, SPATIAL)
     assert mask.sum() >= 50
     subject, obj, frame, evidence = (
@@ -190,14 +188,11 @@ def test_spatial_evidence_is_resolved_only_by_the_frame_tokens_sign(root: Datase
         x[..., FRAME, :][mask],
         true[mask],
     )
-    sign = np.sign(frame @ sem.codes[ROLE])  # the frame token's sign code
-    on_subject = sign * (subject @ sem.codes[SPATIAL_MARK]) > sign * (obj @ sem.codes[SPATIAL_MARK])
+    on_subject = (frame @ sem.codes[ROLE]) > 0  # the cue: +k_role when the subject shows the event
     chosen = np.where(on_subject[:, None], subject, obj)
     other = np.where(on_subject[:, None], obj, subject)
     assert picks_true(chosen, other, evidence) > 0.9
     assert 0.35 < picks_true(subject, obj, evidence) < 0.65  # without the cue: a coin flip
-    marked = (subject @ sem.codes[SPATIAL_MARK]) > (obj @ sem.codes[SPATIAL_MARK])  # the mark alone
-    assert 0.35 < picks_true(np.where(marked[:, None], subject, obj), np.where(marked[:, None], obj, subject), evidence) < 0.65
 
 
 def test_temporal_evidence_holds_at_the_keyframe_and_not_at_its_neighbours(root: DatasetRoot) -> None:
@@ -211,16 +206,81 @@ def test_temporal_evidence_holds_at_the_keyframe_and_not_at_its_neighbours(root:
 
 
 def test_semantic_evidence_is_resolved_by_the_teacher_asmv2_more_often(root: DatasetRoot) -> None:
-    x, true, mask, (_, sem) = channel_view(root, SEMANTIC)
+    x, true, mask, _ = channel_view(root, SEMANTIC)
     assert mask.sum() >= 50
     subject, obj, evidence = x[..., SUBJECT, :][mask], x[..., OBJECT, :][mask], true[mask]
     resolved = {}
     for name in TEACHERS:
         text = np.asarray(root.teacher_store(name, "train", "gt").text[:, :, UNION], np.float64)[mask]
-        sign = np.sign(text @ sem.codes[POINTER])  # the description points at one of the marks
-        on_subject = sign * (subject @ sem.codes[SEMANTIC_MARK]) > sign * (obj @ sem.codes[SEMANTIC_MARK])
+        on_subject = (subject * text).sum(-1) > (obj * text).sum(-1)  # the description selects a token
         chosen = np.where(on_subject[:, None], subject, obj)
         other = np.where(on_subject[:, None], obj, subject)
         resolved[name] = picks_true(chosen, other, evidence)
     assert 0.35 < picks_true(subject, obj, evidence) < 0.65  # no teacher: a coin flip
     assert resolved["asmv2"] > 0.8 and resolved["asmv2"] > resolved["blip2"] + 0.1 > 0.6
+
+
+@pytest.fixture(scope="module")
+def marked(tmp_path_factory: pytest.TempPathFactory) -> DatasetRoot:
+    cfg = DataConfig()
+    out = tmp_path_factory.mktemp("marked") / "vidvrd"
+    signals = Signals(sign_marks=1.0)
+    return DatasetRoot.open(
+        ensure_synthetic("vidvrd", out, cfg.synthetic_videos, cfg.synthetic_seed, 64, signals)
+    )
+
+
+def test_sign_marks_change_only_the_spatial_and_semantic_tokens_and_are_recorded(
+    marked: DatasetRoot, root: DatasetRoot
+) -> None:
+    if root.vocabulary.dataset != "vidvrd":
+        pytest.skip("compared on vidvrd")
+    assert marked.info["generator"]["signals"]["sign_marks"] == 1.0
+    assert "sign_marks" not in root.info["generator"]["signals"]  # unmarked roots record as before
+    plain = np.asarray(root.feature_store("train", "gt").visual, np.float32)
+    signed = np.asarray(marked.feature_store("train", "gt").visual, np.float32)
+    _, rows, _ = explain_rows(root.path, "train")
+    channel = np.where(rows.event >= 0, rows.events.channel[np.maximum(rows.event, 0)], -1)  # (N, T)
+    untouched = ~np.isin(channel, [SPATIAL, SEMANTIC])
+    assert np.array_equal(plain[untouched], signed[untouched])  # same draws, marks only where they belong
+    assert not np.array_equal(plain[~untouched], signed[~untouched])
+
+
+def test_sign_marked_spatial_evidence_is_resolved_by_the_frame_tokens_sign(marked: DatasetRoot) -> None:
+    x, true, mask, (_, sem) = channel_view(marked, SPATIAL)
+    assert mask.sum() >= 50
+    subject, obj, frame, evidence = (
+        x[..., SUBJECT, :][mask],
+        x[..., OBJECT, :][mask],
+        x[..., FRAME, :][mask],
+        true[mask],
+    )
+    sign = np.sign(frame @ sem.codes[ROLE])  # the frame token's sign code
+    on_subject = sign * (subject @ sem.codes[SPATIAL_MARK]) > sign * (obj @ sem.codes[SPATIAL_MARK])
+    assert (
+        picks_true(
+            np.where(on_subject[:, None], subject, obj), np.where(on_subject[:, None], obj, subject), evidence
+        )
+        > 0.9
+    )
+    marked_side = (subject @ sem.codes[SPATIAL_MARK]) > (obj @ sem.codes[SPATIAL_MARK])  # the mark alone
+    chosen = np.where(marked_side[:, None], subject, obj)
+    assert 0.35 < picks_true(chosen, np.where(marked_side[:, None], obj, subject), evidence) < 0.65
+
+
+def test_sign_marked_semantic_evidence_is_resolved_by_the_teachers_pointer(marked: DatasetRoot) -> None:
+    x, true, mask, (_, sem) = channel_view(marked, SEMANTIC)
+    assert mask.sum() >= 50
+    subject, obj, evidence = x[..., SUBJECT, :][mask], x[..., OBJECT, :][mask], true[mask]
+    resolved = {}
+    for name in TEACHERS:
+        text = np.asarray(marked.teacher_store(name, "train", "gt").text[:, :, UNION], np.float64)[mask]
+        sign = np.sign(text @ sem.codes[POINTER])  # the description points at one of the two marks
+        on_subject = sign * (subject @ sem.codes[SEMANTIC_MARK]) > sign * (obj @ sem.codes[SEMANTIC_MARK])
+        chosen = np.where(on_subject[:, None], subject, obj)
+        resolved[name] = picks_true(chosen, np.where(on_subject[:, None], obj, subject), evidence)
+    marked_side = (subject @ sem.codes[SEMANTIC_MARK]) > (obj @ sem.codes[SEMANTIC_MARK])
+    chosen = np.where(marked_side[:, None], subject, obj)
+    assert 0.35 < picks_true(chosen, np.where(marked_side[:, None], obj, subject), evidence) < 0.65
+    # the teachers point right with probability 0.9 / 0.65 per event (0.81 / 0.64 measured here)
+    assert resolved["asmv2"] > 0.75 and resolved["asmv2"] > resolved["blip2"] + 0.1 > 0.7

@@ -13,11 +13,12 @@ teacher store formats. The full generator spec is in ``docs/data.md`` (section 8
   (``E_obj``, ``E_pred``); visual features live in a fixed random orthogonal mixing ``Q`` of them.
 * Each event is shown through ONE signal channel (:class:`Signals`), one per SAGE component:
   appearance (union token, readable by anything), spatial (evidence on the subject or object token
-  beside a decoy, the two marked +-sign * m_spa; the frame token carries the sign), temporal
-  (evidence at the segment's own keyframe, other predicates at its neighbours), semantic (evidence
-  beside a decoy, marked +-sign * m_sem; only the teacher's description carries the sign, and names
-  the predicates). Novel predicates are reachable only through the class text (``E_pred``) in every
-  channel.
+  beside a decoy; the frame token says which by role), temporal (evidence at the segment's own
+  keyframe, other predicates at its neighbours), semantic (evidence on the subject or object token
+  beside a decoy; only the teacher's description names the true one). Novel predicates are
+  reachable only through the class text (``E_pred``) in every channel. With ``sign_marks`` > 0 the
+  two decoy channels are told apart by a sign instead (marks +-sign * m on the two tokens; the
+  frame token or the teacher's description carries the sign).
 * Teachers live in the text space; they describe appearance and semantic events, right with
   probability ``accuracy`` per event: ``asmv2`` more often and less noisily than ``blip2``.
 """
@@ -57,7 +58,7 @@ from sage_model.data.vocab import Vocabulary, load_vocabulary
 logger = logging.getLogger(__name__)
 
 GENERATOR = "sage-synthetic"
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 2
 DEFAULT_SHAPE = VideoShape()
 NOVEL_PREDICATE_RATE = 0.2
 NOVEL_OBJECT_RATE = 0.2
@@ -71,7 +72,6 @@ VIS_OBJECT_NOISE = 0.5
 VIS_UNION_NOISE = 0.7
 VIS_UNION_CLASS_WEIGHT = 0.5
 VIS_FRAME_NOISE = 0.5
-MARK_WEIGHT = 1.0  # norm of the spatial/semantic marks, the frame's sign code and the teacher's pointer
 
 CHANNELS = ("appearance", "spatial", "temporal", "semantic")
 APPEARANCE, SPATIAL, TEMPORAL, SEMANTIC = range(4)
@@ -94,6 +94,9 @@ class Signals:
     semantic: float = 0.25
     class_text: float = 1.0
     visual_noise: float = 1.0
+    #: 0: spatial/semantic decoys told apart by role (frame token) and by content (the teacher names
+    #: the predicates); > 0: by a sign, marks of this norm (docs/data.md section 8.2, "sign marks")
+    sign_marks: float = 0.0
 
     def __post_init__(self) -> None:
         shares = self.shares()
@@ -105,12 +108,16 @@ class Signals:
             raise ValueError(f"Signals.class_text: must be in 0..1, got {self.class_text}")
         if self.visual_noise < 0:
             raise ValueError(f"Signals.visual_noise: must be >= 0, got {self.visual_noise}")
+        if self.sign_marks < 0:
+            raise ValueError(f"Signals.sign_marks: must be >= 0, got {self.sign_marks}")
 
     def shares(self) -> np.ndarray:
         """(4,) event shares in ``CHANNELS`` order."""
         return np.array([self.appearance, self.spatial, self.temporal, self.semantic], np.float64)
 
     def settings(self) -> dict[str, float]:
+        """What ``dataset.json`` records; ``sign_marks`` only when on, so roots made before it match."""
+        marks = {"sign_marks": self.sign_marks} if self.sign_marks else {}
         return {
             "appearance": self.appearance,
             "spatial": self.spatial,
@@ -118,6 +125,7 @@ class Signals:
             "semantic": self.semantic,
             "class_text": self.class_text,
             "visual_noise": self.visual_noise,
+            **marks,
         }
 
 
@@ -567,7 +575,7 @@ class Events:
     hallucinated: np.ndarray  # (E, 2) int64, -1 padded
     channel: np.ndarray  # (E,) int64 index into CHANNELS
     u: np.ndarray  # (E,) float64 uniform
-    sign: np.ndarray  # (E,) float32 +-1: the sign of a spatial/semantic event's mark (section 8.2)
+    sign: np.ndarray  # (E,) float32 +-1: a spatial/semantic event's mark sign (read only with sign marks)
 
 
 def plan_events(
@@ -587,7 +595,6 @@ def plan_events(
     pool = np.array([p for ps in grouped.values() for p in ps], np.int64)  # frequency-matched decoys
     channel = rng.choice(len(CHANNELS), size=n, p=signals.shares())
     u = rng.random(n)
-    sign = np.where(rng.random(n) < 0.5, 1.0, -1.0).astype(np.float32)
     index: dict[tuple[str, int, int], list[tuple[int, int, int]]] = defaultdict(list)
     for e, ((vid, s_tid, o_tid, begin, end), ps) in enumerate(grouped.items()):
         ps = ps[:2]
@@ -599,6 +606,7 @@ def plan_events(
         later[e, : len(ps)] = _distinct(rng, candidates[~np.isin(candidates, decoys[e])], len(ps))
         halluc[e, : len(ps)] = rng.integers(0, len(vocab.predicates), size=len(ps))
         index[(vid, s_tid, o_tid)].append((begin, end, e))
+    sign = np.where(rng.random(n) < 0.5, 1.0, -1.0).astype(np.float32)  # drawn last: see Events.sign
     return Events(dict(index), preds, decoys, later, halluc, channel, u, sign)
 
 
@@ -704,17 +712,26 @@ def visual_features(
     sided = ((channel == SPATIAL) | (channel == SEMANTIC))[..., None]
     subject += sided * np.where(on_subject[..., None], true, decoy)
     obj += sided * np.where(on_subject[..., None], decoy, true)
-    # The marks: the evidence token carries +sign * code, the decoy token -sign * code, so which
-    # token is which is readable only with the sign, from the frame token (spatial) or the
-    # teacher's description (semantic).
-    sign = rows.events.sign[np.maximum(rows.event, 0)][..., None]  # (N, T, 1)
-    mark = MARK_WEIGHT * sign * (
-        (channel == SPATIAL)[..., None] * sem.codes[SPATIAL_MARK]
-        + (channel == SEMANTIC)[..., None] * sem.codes[SEMANTIC_MARK]
-    )  # (N, T, D)
-    subject += np.where(on_subject[..., None], mark, -mark)
-    obj += np.where(on_subject[..., None], -mark, mark)
-    frame += MARK_WEIGHT * (channel == SPATIAL)[..., None] * sign * sem.codes[ROLE]
+    weight = signals.sign_marks
+    if weight > 0:
+        # The marks: the evidence token carries +sign * code, the decoy token -sign * code, so
+        # which token is which is readable only with the sign, from the frame token (spatial) or
+        # the teacher's description (semantic).
+        sign = rows.events.sign[np.maximum(rows.event, 0)][..., None]  # (N, T, 1)
+        mark = (
+            weight
+            * sign
+            * (
+                (channel == SPATIAL)[..., None] * sem.codes[SPATIAL_MARK]
+                + (channel == SEMANTIC)[..., None] * sem.codes[SEMANTIC_MARK]
+            )
+        )  # (N, T, D)
+        subject += np.where(on_subject[..., None], mark, -mark)
+        obj += np.where(on_subject[..., None], -mark, mark)
+        frame += weight * (channel == SPATIAL)[..., None] * sign * sem.codes[ROLE]
+    else:  # by role: +k_role when the subject shows the event, -k_role when the object does
+        role = np.where(on_subject, 1.0, -1.0).astype(np.float32)[..., None] * sem.codes[ROLE]  # (N, T, D)
+        frame += (channel == SPATIAL)[..., None] * role
     union += _temporal_evidence(sem, rows, true, channel)
     semantic = np.stack(
         [
@@ -747,7 +764,11 @@ def _temporal_evidence(
 
 
 def teacher_features(
-    rng: np.random.Generator, sem: Semantics, rows: RowSemantics, teacher: TeacherNoise
+    rng: np.random.Generator,
+    sem: Semantics,
+    rows: RowSemantics,
+    teacher: TeacherNoise,
+    sign_marks: float = 0.0,
 ) -> np.ndarray:
     """(N, T, 4, D) float16 text-space descriptions of the four perspectives by a noisy teacher."""
     n, t = rows.event.shape
@@ -766,9 +787,9 @@ def teacher_features(
     channel = _event_channels(rows)  # (N, T)
     said = (channel == APPEARANCE) | (channel == SEMANTIC)  # spatial/temporal events are not described
     union = said[..., None] * _set_vectors(sem.predicates, described)[np.maximum(rows.event, 0)]  # (N, T, D)
-    # Which of the two marked tokens does it: the event's sign when described right, else the decoy's.
-    pointed = np.where(right, events.sign, -events.sign)[np.maximum(rows.event, 0)]  # (N, T)
-    union += MARK_WEIGHT * ((channel == SEMANTIC) * pointed)[..., None] * sem.codes[POINTER]
+    if sign_marks > 0:  # which marked token does it: the event's sign when described right, else the decoy's
+        pointed = np.where(right, events.sign, -events.sign)[np.maximum(rows.event, 0)]  # (N, T)
+        union += sign_marks * ((channel == SEMANTIC) * pointed)[..., None] * sem.codes[POINTER]
     text = np.stack(
         [
             sem.objects[seen_class(rows.subject_class)] + _noise(rng, (n, t, d), teacher.noise),
@@ -919,7 +940,9 @@ def _generate_split(
         hashes[f"features/{split}/{source}"] = store.content_hash
         counts[f"{source}_rows"] = len(store)
         for t_index, (name, noise) in enumerate(sorted(TEACHERS.items())):
-            text = teacher_features(_rng(spec, split, "teacher", source_index, t_index), sem, rows, noise)
+            text = teacher_features(
+                _rng(spec, split, "teacher", source_index, t_index), sem, rows, noise, spec.signals.sign_marks
+            )
             teacher = write_teacher_store(
                 root / "teachers" / name / split / source, text, name=name, store=store,
                 teacher_model={"name": f"synthetic-{name}", "accuracy": noise.accuracy, "noise": noise.noise},
