@@ -3,10 +3,14 @@
 ``harness run --dry-run`` turns these per-step numbers into wall time and GPU-hours with the
 schedule and the data size (``harness.estimate``). Measured here:
 
-* seconds per optimiser step of stage 1 and stage 2 at the training batch, fitted as
-  ``a + b * batch`` from two small probe batches (a full ViT-B/16 Image-Cond step at batch 32
-  takes minutes on a CPU; the cost is linear in the batch, the intercept is the per-step text
-  pass of class-aware prompts);
+* seconds per optimiser step of stage 1 and stage 2 at the training batch: timed at that batch
+  (best of 3 after a warm-up) where a step is cheap per pair (stage 1; stage 2 of class-aware and
+  hand-crafted prompts, whose text pass runs once per step whatever the batch), and fitted as
+  ``a + b * batch`` from two small probe batches for Image-Cond's stage 2 (a full ViT-B/16
+  Image-Cond step at batch 32 takes minutes on a CPU; its cost is a text pass per pair, linear in
+  the batch). Why not fit everywhere: on a small model the steps at batches 2 and 4 differ by
+  less than their timing noise, and the slope extrapolated 8x to batch 32 overestimated the
+  embedded default's trials 2-3x and varied 2x between runs (docs/data.md 9.3);
 * seconds per pair at inference (every predicate scored; the class-aware classifier cached);
 * peak device memory of training at the real batch: ``torch.cuda.max_memory_allocated`` on a GPU;
   without one, the same steps on fake tensors (no arithmetic, every allocation and free counted:
@@ -34,7 +38,9 @@ from sage_model.model import prompts
 from sage_model.model.sage import SageModel
 from sage_model.train.trainer import TrainingVocabulary, autocast, batch_loss
 
-PROBE_BATCHES = {"class_aware": (2, 4), "none": (2, 4), "image_cond": (1, 2)}
+#: Stage-2 probe batches of the strategies whose per-pair cost is too high to time at the real batch.
+PROBE_BATCHES = {"image_cond": (1, 2)}
+REPEATS = 3  # best of, after one warm-up step
 INFER_BATCH = {"class_aware": 64, "none": 64, "image_cond": 2}
 
 
@@ -162,9 +168,13 @@ def time_stage(
     if not model.stage_parameters():
         return 0.0
     step = _train_step(model, vocab, device, amp)
-    sizes = PROBE_BATCHES[model.cfg.prompt.strategy] if stage == 2 else PROBE_BATCHES["class_aware"]
+    sizes = PROBE_BATCHES.get(model.cfg.prompt.strategy) if stage == 2 else None
+    if sizes is None:  # cheap per pair: the real batch, nothing to extrapolate
+        real = make(batch)
+        step(real)  # warm-up (allocator, kernels, masks)
+        return _best_of(partial(step, real), REPEATS, device)
     probes = {b: make(b) for b in sizes}
-    step(probes[sizes[0]])  # warm-up (allocator, kernels, masks)
+    step(probes[sizes[0]])  # warm-up
     return _fit({b: _best_of(partial(step, probes[b]), 2, device) for b in sizes}, batch)
 
 
@@ -185,7 +195,7 @@ def time_inference(
             model(batch, preds, objs)
 
     forward()  # warm-up; caches the class-aware classifier as a real evaluation does
-    return _best_of(forward, 2, device) / n
+    return _best_of(forward, REPEATS, device) / n
 
 
 def measure(
