@@ -179,19 +179,23 @@ def picks_true(chosen: np.ndarray, other: np.ndarray, true: np.ndarray) -> float
     return float(((chosen * true).sum(-1) > (other * true).sum(-1)).mean())
 
 
-def test_spatial_evidence_is_resolved_only_by_the_frame_tokens_role_cue(root: DatasetRoot) -> None:
+def picks_side(on_subject: np.ndarray, subject: np.ndarray, obj: np.ndarray, true: np.ndarray) -> float:
+    """:func:`picks_true` of a reader that takes the subject token where ``on_subject``, else the object's."""
+    side = on_subject[:, None]
+    return picks_true(np.where(side, subject, obj), np.where(side, obj, subject), true)
+
+
+def spatial_tokens(root: DatasetRoot) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, object]:
+    """Subject, object and frame tokens and the true evidence of the spatial keyframes, and the semantics."""
     x, true, mask, (_, sem) = channel_view(root, SPATIAL)
     assert mask.sum() >= 50
-    subject, obj, frame, evidence = (
-        x[..., SUBJECT, :][mask],
-        x[..., OBJECT, :][mask],
-        x[..., FRAME, :][mask],
-        true[mask],
-    )
+    return x[..., SUBJECT, :][mask], x[..., OBJECT, :][mask], x[..., FRAME, :][mask], true[mask], sem
+
+
+def test_spatial_evidence_is_resolved_only_by_the_frame_tokens_role_cue(root: DatasetRoot) -> None:
+    subject, obj, frame, evidence, sem = spatial_tokens(root)
     on_subject = (frame @ sem.codes[ROLE]) > 0  # the cue: +k_role when the subject shows the event
-    chosen = np.where(on_subject[:, None], subject, obj)
-    other = np.where(on_subject[:, None], obj, subject)
-    assert picks_true(chosen, other, evidence) > 0.9
+    assert picks_side(on_subject, subject, obj, evidence) > 0.9
     assert 0.35 < picks_true(subject, obj, evidence) < 0.65  # without the cue: a coin flip
 
 
@@ -247,40 +251,23 @@ def test_sign_marks_change_only_the_spatial_and_semantic_tokens_and_are_recorded
 
 
 def test_sign_marked_spatial_evidence_is_resolved_by_the_frame_tokens_sign(marked: DatasetRoot) -> None:
-    x, true, mask, (_, sem) = channel_view(marked, SPATIAL)
-    assert mask.sum() >= 50
-    subject, obj, frame, evidence = (
-        x[..., SUBJECT, :][mask],
-        x[..., OBJECT, :][mask],
-        x[..., FRAME, :][mask],
-        true[mask],
-    )
+    subject, obj, frame, evidence, sem = spatial_tokens(marked)
     sign = np.sign(frame @ sem.codes[ROLE])  # the frame token's sign code
-    on_subject = sign * (subject @ sem.codes[SPATIAL_MARK]) > sign * (obj @ sem.codes[SPATIAL_MARK])
-    assert (
-        picks_true(
-            np.where(on_subject[:, None], subject, obj), np.where(on_subject[:, None], obj, subject), evidence
-        )
-        > 0.9
-    )
-    marked_side = (subject @ sem.codes[SPATIAL_MARK]) > (obj @ sem.codes[SPATIAL_MARK])  # the mark alone
-    chosen = np.where(marked_side[:, None], subject, obj)
-    assert 0.35 < picks_true(chosen, np.where(marked_side[:, None], obj, subject), evidence) < 0.65
+    mark = sem.codes[SPATIAL_MARK]
+    assert picks_side(sign * (subject @ mark) > sign * (obj @ mark), subject, obj, evidence) > 0.9
+    assert 0.35 < picks_side(subject @ mark > obj @ mark, subject, obj, evidence) < 0.65  # the mark alone
 
 
 def test_sign_marked_semantic_evidence_is_resolved_by_the_teachers_pointer(marked: DatasetRoot) -> None:
     x, true, mask, (_, sem) = channel_view(marked, SEMANTIC)
     assert mask.sum() >= 50
     subject, obj, evidence = x[..., SUBJECT, :][mask], x[..., OBJECT, :][mask], true[mask]
+    mark = sem.codes[SEMANTIC_MARK]
     resolved = {}
     for name in TEACHERS:
         text = np.asarray(marked.teacher_store(name, "train", "gt").text[:, :, UNION], np.float64)[mask]
         sign = np.sign(text @ sem.codes[POINTER])  # the description points at one of the two marks
-        on_subject = sign * (subject @ sem.codes[SEMANTIC_MARK]) > sign * (obj @ sem.codes[SEMANTIC_MARK])
-        chosen = np.where(on_subject[:, None], subject, obj)
-        resolved[name] = picks_true(chosen, np.where(on_subject[:, None], obj, subject), evidence)
-    marked_side = (subject @ sem.codes[SEMANTIC_MARK]) > (obj @ sem.codes[SEMANTIC_MARK])
-    chosen = np.where(marked_side[:, None], subject, obj)
-    assert 0.35 < picks_true(chosen, np.where(marked_side[:, None], obj, subject), evidence) < 0.65
+        resolved[name] = picks_side(sign * (subject @ mark) > sign * (obj @ mark), subject, obj, evidence)
+    assert 0.35 < picks_side(subject @ mark > obj @ mark, subject, obj, evidence) < 0.65  # the mark alone
     # the teachers point right with probability 0.9 / 0.65 per event (0.81 / 0.64 measured here)
     assert resolved["asmv2"] > 0.75 and resolved["asmv2"] > resolved["blip2"] + 0.1 > 0.7
