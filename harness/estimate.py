@@ -335,11 +335,27 @@ def render(studies: Sequence[StudyEstimate]) -> list[str]:
             )
         )
         lines += [f"  WARNING: {w}" for w in study.warnings]
+    lines += _launch_total(studies)
     lines.append(
         "estimates only: per-step costs measured with random inputs on this machine (a CPU measures an upper "
         "bound of a GPU run); nothing was started, locked or written"
     )
     return lines
+
+
+def _launch_total(studies: Sequence[StudyEstimate]) -> list[str]:
+    """The whole launch: a config several trials share is computed once (harness.runner.group_by_config)."""
+    trials = [t for study in studies for t in study.trials]
+    computed: dict[str, TrialEstimate] = {}
+    for estimate in trials:
+        computed.setdefault(estimate.trial.config_hash, estimate)
+    if len(studies) < 2 and len(computed) == len(trials):
+        return []
+    wall = sum(t.wall_s for t in computed.values())
+    return [
+        f"all {len(studies)} studies: {len(trials)} trials to run, {len(computed)} distinct configs "
+        f"(each computed once, recorded for every trial that has it): {fmt_duration(wall)} one after another"
+    ]
 
 
 def _data_line(data: DataSizes) -> str:

@@ -178,50 +178,88 @@ def check_variant_names(specs: Sequence[StudySpec], names: Sequence[str]) -> Non
         )
 
 
+#: MLflow tag of a trial recorded from another trial of the same config (see group_by_config).
+SAME_CONFIG_TAG = "same_config_as"
+
+
+def group_by_config(trials: Sequence[TrialSpec]) -> tuple[list[TrialSpec], dict[str, list[TrialSpec]]]:
+    """The trials to compute (the first of each config, in launch order) and, per computed trial
+    id, the later trials with the same config.
+
+    Why: the studies repeat configs (the full model is a row of nine of them; Table 3's "w/o SE"
+    is Table 4's "No MLLM"). A config computes the same thing whichever study asks, so it runs once
+    and every study that has it records the result as its own trial, in its own MLflow experiment
+    and results folder, tagged with the trial that computed it.
+    """
+    computed: dict[str, TrialSpec] = {}
+    same: dict[str, list[TrialSpec]] = {}
+    for trial in trials:
+        first = computed.setdefault(trial.config_hash, trial)
+        if first is not trial:
+            same.setdefault(first.trial_id, []).append(trial)
+    return list(computed.values()), same
+
+
 class _Listener:
-    """Driver side of the scheduled trials: recorders plus the progress sink."""
+    """Driver side of the scheduled trials: recorders plus the progress sink.
+
+    ``trials`` are the scheduled (computed) trials; ``same`` maps a computed trial id to the trials
+    recorded from it (:func:`group_by_config`): every message of the computed trial reaches them too.
+    """
 
     def __init__(
         self,
         trials: Sequence[TrialSpec],
         contexts: dict[str, RecordingContext],
         events: StudyEvents | None,
+        same: dict[str, list[TrialSpec]] | None = None,
     ) -> None:
         self.trials = list(trials)
-        self.recorders = [TrialRecorder(t, contexts[t.study]) for t in trials]
+        same = same or {}
+        self.groups = [
+            [TrialRecorder(t, contexts[t.study])]
+            + [
+                TrialRecorder(o, contexts[o.study], tags={SAME_CONFIG_TAG: t.trial_id})
+                for o in same.get(t.trial_id, [])
+            ]
+            for t in trials
+        ]
+        self.recorders = [r for group in self.groups for r in group]
         self.events = events
 
     def on_start(self, index: int) -> None:
-        recorder = self.recorders[index]
-        recorder.awaiting_restart = False
-        if recorder.run_id is None:  # a retried attempt keeps the run its first attempt opened
-            recorder.start()
-        if self.events:
-            self.events.started(self.trials[index].trial_id)
+        for recorder in self.groups[index]:
+            recorder.awaiting_restart = False
+            if recorder.run_id is None:  # a retried attempt keeps the run its first attempt opened
+                recorder.start()
+            if self.events:
+                self.events.started(recorder.trial.trial_id)
 
     def on_retry(self, index: int, error: str) -> None:
         """Tune starts a failed trial again; count the attempt unless its error message did."""
-        recorder = self.recorders[index]
-        if recorder.open and not recorder.awaiting_restart:
-            recorder.retry(error)
-        recorder.awaiting_restart = False
+        for recorder in self.groups[index]:
+            if recorder.open and not recorder.awaiting_restart:
+                recorder.retry(error)
+            recorder.awaiting_restart = False
 
     def on_message(self, index: int, message: dict[str, Any]) -> None:
-        recorder = self.recorders[index]
-        recorder.handle(message)
-        if not self.events:
-            return
-        if message.get("kind") == "epoch":
-            self.events.epoch(recorder.trial.trial_id, message["stage"], message["epoch"], message["metrics"])
-        elif not recorder.open:
-            self.events.ended(recorder.outcome)
+        for recorder in self.groups[index]:
+            recorder.handle(message)
+            if not self.events:
+                continue
+            if message.get("kind") == "epoch":
+                self.events.epoch(
+                    recorder.trial.trial_id, message["stage"], message["epoch"], message["metrics"]
+                )
+            elif not recorder.open:
+                self.events.ended(recorder.outcome)
 
     def on_end(self, index: int, error: str | None) -> None:
-        recorder = self.recorders[index]
-        if recorder.open:
-            recorder.fail(error or "the trial ended without reporting a result")
-            if self.events:
-                self.events.ended(recorder.outcome)
+        for recorder in self.groups[index]:
+            if recorder.open:
+                recorder.fail(error or "the trial ended without reporting a result")
+                if self.events:
+                    self.events.ended(recorder.outcome)
 
 
 def run_study(
@@ -407,7 +445,7 @@ def _schedule(
     from harness import scheduling  # ray is imported only when there is something to run
 
     specs = [spec for spec, _, _ in batch]
-    trials = [t for _, study_trials, _ in batch for t in study_trials]
+    trials, same = group_by_config([t for _, study_trials, _ in batch for t in study_trials])
     joining = bool(options.address or os.environ.get("RAY_ADDRESS"))
     if events:
         events.phase(f"preparing the MLflow store, {'joining' if joining else 'starting'} Ray")
@@ -421,7 +459,7 @@ def _schedule(
             contexts = pending.result()
             for name, ctx in contexts.items():  # opened once Ray is up: a failed start leaves none open
                 open_study_run(ctx, name)
-            listener = _Listener(trials, contexts, events)
+            listener = _Listener(trials, contexts, events, same)
             interrupted = True
             try:
                 per_study = {
@@ -437,6 +475,12 @@ def _schedule(
                         outcome.tracking_errors.append(unreachable)
                 if events:
                     events.phase(f"running on {_describe(cluster, list(per_study.values()))}")
+                    if same:
+                        repeats = sum(len(v) for v in same.values())
+                        events.phase(
+                            f"{repeats} trial(s) repeat the config of another: {len(trials)} computed, "
+                            f"each recorded for every study that has it (MLflow tag {SAME_CONFIG_TAG})"
+                        )
                 stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
                 label = specs[0].name if len(specs) == 1 else f"{len(specs)}-studies"
                 scheduling.run_trials(

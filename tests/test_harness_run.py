@@ -201,7 +201,10 @@ def test_several_studies_run_as_one_schedule_each_with_its_own_resources_and_rec
     assert [o.study for o in outcomes] == ["whole", "half"]
     assert [o.exit_code for o in outcomes] == [0, 0], [t.error for o in outcomes for t in o.failures]
     assert [o.count("finished") for o in outcomes] == [2, 4]
-    assert outcomes[0].resources == {"cpu": 0.5, "gpu": 1} and outcomes[1].resources == {"cpu": 0.5, "gpu": 0.5}
+    assert outcomes[0].resources == {"cpu": 0.5, "gpu": 1} and outcomes[1].resources == {
+        "cpu": 0.5,
+        "gpu": 0.5,
+    }
     assert read_results(options.results_dir, "whole").height == 2
     assert read_results(options.results_dir, "half").height == 4
     assert runs_by_status(options.run_dir, "whole") == Counter({("2", "FINISHED"): 1, ("4", "FINISHED"): 1})
@@ -215,6 +218,45 @@ def test_several_studies_run_as_one_schedule_each_with_its_own_resources_and_rec
     assert [o.count("skipped") for o in again] == [2, 4]
     with pytest.raises(ValueError, match="study whole is given twice"):
         run_studies([whole, whole], options, experiment_fn=where_experiment)
+
+
+def test_a_config_two_studies_share_is_computed_once_and_recorded_in_both(
+    tmp_path: Path, ray_with_fake_gpus: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.runner import SAME_CONFIG_TAG
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = write_study(tmp_path, "first", [2, 4])
+    second = write_study(tmp_path, "second", [4, 6])  # layer 4, seed 0: the same config as first's
+    options = RunOptions(run_dir=tmp_path / "runs", results_dir=tmp_path / "results")
+    outcomes = run_studies([first, second], options, experiment_fn=flaky_experiment)
+    assert [o.count("finished") for o in outcomes] == [2, 2], [t.error for o in outcomes for t in o.failures]
+    computed = sorted(
+        p.name for p in (options.run_dir / "trials").glob("*/*") if (p / "predcls_all.json").is_file()
+    )
+    assert len(computed) == 3, computed  # layer 4 ran once, under the first study
+    rows = {s: read_results(options.results_dir, s) for s in ("first", "second")}
+    assert rows["first"].height == 2 and rows["second"].height == 2
+    shared = [r.filter(r["variant"] == "4") for r in rows.values()]
+    assert shared[0]["value"].to_list() == shared[1]["value"].to_list() == [4.0]
+    assert shared[0]["config_hash"].to_list() == shared[1]["config_hash"].to_list()
+    assert shared[0]["trial_id"][0] != shared[1]["trial_id"][0]  # each study's own trial
+    tracker = tracker_for(options.run_dir)
+    runs = {
+        name: {
+            r.data.tags["variant"]: r
+            for r in tracker.trial_runs(tracker.client.get_experiment_by_name(name).experiment_id)
+        }
+        for name in ("first", "second")
+    }
+    assert runs["second"]["4"].data.tags[SAME_CONFIG_TAG] == shared[0]["trial_id"][0]
+    assert runs["second"]["4"].info.status == "FINISHED" and runs["second"]["4"].data.metrics
+    assert (
+        SAME_CONFIG_TAG not in runs["first"]["4"].data.tags
+        and SAME_CONFIG_TAG not in runs["second"]["6"].data.tags
+    )
+    again = run_studies([first, second], options, experiment_fn=flaky_experiment)
+    assert [o.count("skipped") for o in again] == [2, 2]
 
 
 def test_lock_refuses_a_second_run_of_the_same_study(tmp_path: Path) -> None:

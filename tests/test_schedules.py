@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,8 @@ def test_dry_run_prints_the_cost_and_writes_nothing(tmp_path: Path, monkeypatch:
     assert "GPU-hours" in output and "measured per step on cpu" in output
     assert "WARNING: Image-Cond: peak" in output  # 0.5 x 0.5 GiB cannot hold a trial and the CUDA context
     assert "table8_layers (schedule paper" in output
+    launch = re.search(r"all 2 studies: 16 trials to run, (\d+) distinct configs", output)
+    assert launch and int(launch.group(1)) <= 16, output  # a config both studies have is computed once
 
 
 def _wall(output: str, variant: str) -> str:
