@@ -225,20 +225,20 @@ def test_semantic_evidence_is_resolved_by_the_teacher_asmv2_more_often(root: Dat
 
 
 @pytest.fixture(scope="module")
-def marked(tmp_path_factory: pytest.TempPathFactory) -> DatasetRoot:
+def marked(root: DatasetRoot, tmp_path_factory: pytest.TempPathFactory) -> DatasetRoot:
+    """``root`` made again with sign marks (same dataset, size and seed)."""
     cfg = DataConfig()
-    out = tmp_path_factory.mktemp("marked") / "vidvrd"
+    dataset = root.vocabulary.dataset
+    out = tmp_path_factory.mktemp("marked") / dataset
     signals = Signals(sign_marks=1.0)
     return DatasetRoot.open(
-        ensure_synthetic("vidvrd", out, cfg.synthetic_videos, cfg.synthetic_seed, 64, signals)
+        ensure_synthetic(dataset, out, cfg.synthetic_videos, cfg.synthetic_seed, 64, signals)
     )
 
 
 def test_sign_marks_change_only_the_spatial_and_semantic_tokens_and_are_recorded(
     marked: DatasetRoot, root: DatasetRoot
 ) -> None:
-    if root.vocabulary.dataset != "vidvrd":
-        pytest.skip("compared on vidvrd")
     assert marked.info["generator"]["signals"]["sign_marks"] == 1.0
     assert "sign_marks" not in root.info["generator"]["signals"]  # unmarked roots record as before
     plain = np.asarray(root.feature_store("train", "gt").visual, np.float32)
@@ -269,5 +269,6 @@ def test_sign_marked_semantic_evidence_is_resolved_by_the_teachers_pointer(marke
         sign = np.sign(text @ sem.codes[POINTER])  # the description points at one of the two marks
         resolved[name] = picks_side(sign * (subject @ mark) > sign * (obj @ mark), subject, obj, evidence)
     assert 0.35 < picks_side(subject @ mark > obj @ mark, subject, obj, evidence) < 0.65  # the mark alone
-    # the teachers point right with probability 0.9 / 0.65 per event (0.81 / 0.64 measured here)
-    assert resolved["asmv2"] > 0.75 and resolved["asmv2"] > resolved["blip2"] + 0.1 > 0.7
+    # the teachers point right with probability 0.9 / 0.65 per *event* (keyframes of one event share
+    # the draw, so few events make it lumpy): measured 0.81 / 0.64 on vidvrd, 0.94 / 0.50 on vidor
+    assert resolved["asmv2"] > 0.75 and resolved["asmv2"] > resolved["blip2"] + 0.1
