@@ -219,7 +219,7 @@ class _Listener:
         self.groups = [
             [TrialRecorder(t, contexts[t.study])]
             + [
-                TrialRecorder(o, contexts[o.study], tags={SAME_CONFIG_TAG: t.trial_id})
+                TrialRecorder(o, contexts[o.study], tags={SAME_CONFIG_TAG: t.trial_id}, computed_by=t)
                 for o in same.get(t.trial_id, [])
             ]
             for t in trials

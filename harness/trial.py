@@ -436,8 +436,11 @@ class TrialRecorder:
         *,
         name: str | None = None,
         tags: Mapping[str, str] | None = None,
+        computed_by: TrialSpec | None = None,
     ) -> None:
         self.trial = trial
+        #: the trial whose process computes this one (itself, unless it shares another's config)
+        self.computed_by = computed_by or trial
         self.ctx = ctx
         self.driver: TrialDriver = driver or ResultWriter()
         self.name = name or run_name(trial)
@@ -457,7 +460,7 @@ class TrialRecorder:
 
     @property
     def work_dir(self) -> Path:
-        return trial_work_dir(self.ctx.work_root, self.trial)
+        return trial_work_dir(self.ctx.work_root, self.computed_by)
 
     def start(self) -> None:
         """Open the MLflow run (RUNNING): config as params, identity and source tags, the resolved

@@ -251,6 +251,8 @@ def test_a_config_two_studies_share_is_computed_once_and_recorded_in_both(
     }
     assert runs["second"]["4"].data.tags[SAME_CONFIG_TAG] == shared[0]["trial_id"][0]
     assert runs["second"]["4"].info.status == "FINISHED" and runs["second"]["4"].data.metrics
+    logged = {f.path for f in tracker.client.list_artifacts(runs["second"]["4"].info.run_id)}
+    assert {"trial.log", "predictions"} <= logged, logged  # the computing trial's log and files
     assert (
         SAME_CONFIG_TAG not in runs["first"]["4"].data.tags
         and SAME_CONFIG_TAG not in runs["second"]["6"].data.tags
