@@ -712,26 +712,10 @@ def visual_features(
     sided = ((channel == SPATIAL) | (channel == SEMANTIC))[..., None]
     subject += sided * np.where(on_subject[..., None], true, decoy)
     obj += sided * np.where(on_subject[..., None], decoy, true)
-    weight = signals.sign_marks
-    if weight > 0:
-        # The marks: the evidence token carries +sign * code, the decoy token -sign * code, so
-        # which token is which is readable only with the sign, from the frame token (spatial) or
-        # the teacher's description (semantic).
-        sign = rows.events.sign[np.maximum(rows.event, 0)][..., None]  # (N, T, 1)
-        mark = (
-            weight
-            * sign
-            * (
-                (channel == SPATIAL)[..., None] * sem.codes[SPATIAL_MARK]
-                + (channel == SEMANTIC)[..., None] * sem.codes[SEMANTIC_MARK]
-            )
-        )  # (N, T, D)
-        subject += np.where(on_subject[..., None], mark, -mark)
-        obj += np.where(on_subject[..., None], -mark, mark)
-        frame += weight * (channel == SPATIAL)[..., None] * sign * sem.codes[ROLE]
-    else:  # by role: +k_role when the subject shows the event, -k_role when the object does
-        role = np.where(on_subject, 1.0, -1.0).astype(np.float32)[..., None] * sem.codes[ROLE]  # (N, T, D)
-        frame += (channel == SPATIAL)[..., None] * role
+    cue_subject, cue_object, cue_frame = _decoy_cues(sem, rows, channel, on_subject, signals.sign_marks)
+    subject += cue_subject
+    obj += cue_object
+    frame += cue_frame
     union += _temporal_evidence(sem, rows, true, channel)
     semantic = np.stack(
         [
@@ -743,6 +727,34 @@ def visual_features(
         axis=2,
     )  # (N, T, 4, D)
     return (semantic @ sem.mixing).astype(np.float16)
+
+
+def _decoy_cues(
+    sem: Semantics, rows: RowSemantics, channel: np.ndarray, on_subject: np.ndarray, sign_marks: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, T, D) additions to the subject, object and frame tokens that tell a spatial/semantic
+    event's evidence from its decoy (docs/data.md section 8.2).
+
+    Default (``sign_marks`` 0): the frame token of a spatial event carries +k_role when the subject
+    shows the event, -k_role when the object does (the semantic channel's cue is in the teacher).
+    Sign marks: the evidence token carries +sign * m, the decoy's -sign * m, so which is which is
+    readable only with the sign: from the frame token's sign * k_role (spatial) or the teacher's
+    description (semantic, :func:`teacher_features`).
+    """
+    spatial = (channel == SPATIAL)[..., None]  # (N, T, 1)
+    if sign_marks <= 0:
+        role = np.where(on_subject, 1.0, -1.0).astype(np.float32)[..., None] * sem.codes[ROLE]  # (N, T, D)
+        zero = np.zeros_like(role)
+        return zero, zero, spatial * role
+    sign = rows.events.sign[np.maximum(rows.event, 0)][..., None]  # (N, T, 1)
+    codes = spatial * sem.codes[SPATIAL_MARK] + (channel == SEMANTIC)[..., None] * sem.codes[SEMANTIC_MARK]
+    mark = (sign_marks * sign * codes).astype(np.float32)  # (N, T, D)
+    side = on_subject[..., None]
+    return (
+        np.where(side, mark, -mark),
+        np.where(side, -mark, mark),
+        sign_marks * spatial * sign * sem.codes[ROLE],
+    )
 
 
 def _temporal_evidence(
