@@ -242,7 +242,6 @@ def class_name_text(name: str) -> str:
     return name.replace("_", " ").replace("/", " or ")
 
 
-@torch.no_grad()
 class LayerwiseTextEncoder(nn.Module):
     """open_clip's text tower, run block by block so that tokens can join at any layer.
 
@@ -303,6 +302,55 @@ class LayerwiseTextEncoder(nn.Module):
         if rows is None or x.shape[0] <= rows:
             return self.run_blocks(x, start, stop)
         return torch.cat([self.run_blocks(part, start, stop) for part in x.split(rows)])
+
+    def run_blocks_after_shared_prefix(self, prefix: Tensor, suffix: Tensor, rows: int | None) -> Tensor:
+        """All blocks on sequences that share their first P positions within each group.
+
+        ``prefix`` (G, P, W): the first positions of group g (with positions added); ``suffix``
+        (G, C, S, W): the rest of each of the group's C sequences. Returns the suffix outputs
+        (G * C, S, W), equal to :meth:`run_blocks` on the whole (G * C, P + S, W) sequences cut
+        after P (to float rounding; a test checks it).
+
+        Why: Image-Cond's prompts of one pair differ only from the class name on; under the causal
+        mask the positions before it are the same for every class, so they are computed once per
+        pair instead of once per class, and each block's suffix attends to the prefix's keys
+        (the prefix is ~half of every prompt at the default layout: 7 of ~15 tokens).
+        """
+        groups, classes, length, width = suffix.shape
+        n_prefix = prefix.shape[1]
+        x = suffix.reshape(groups * classes, length, width)  # (G*C, S, W)
+        owner = torch.arange(groups, device=suffix.device).repeat_interleave(classes)  # (G*C,) group of a row
+        mask = torch.cat(
+            [torch.zeros(length, n_prefix, device=x.device), self.causal_mask(length, x.device)], dim=1
+        ).to(x.dtype)  # (S, P + S): every prefix key, then causal within the suffix
+        prefix_mask = self.causal_mask(n_prefix, prefix.device)
+        for block in self.blocks:
+            keys = block.ln_1(prefix)  # (G, P, W): the prefix's attention input at this block
+            parts = []
+            step = rows or x.shape[0]
+            for start in range(0, x.shape[0], step):
+                part = x[start : start + step]
+                parts.append(self._suffix_block(block, part, keys[owner[start : start + step]], mask))
+            x = torch.cat(parts) if len(parts) > 1 else parts[0]
+            prefix = self._batch_first_block(block, prefix, prefix_mask)
+        return x
+
+    def _batch_first_block(self, block: Any, x: Tensor, mask: Tensor) -> Tensor:
+        if self.batch_first:
+            return block(x, attn_mask=mask)
+        return block(x.transpose(0, 1), attn_mask=mask).transpose(0, 1)
+
+    def _suffix_block(self, block: Any, x: Tensor, prefix_keys: Tensor, mask: Tensor) -> Tensor:
+        """One residual block on suffix rows (N, S, W) whose keys start with ``prefix_keys`` (N, P, W)."""
+        query = block.ln_1(x)
+        keys = torch.cat([prefix_keys, query], dim=1)  # (N, P + S, W)
+        if self.batch_first:
+            attended = block.attn(query, keys, keys, need_weights=False, attn_mask=mask)[0]
+        else:
+            q, k = query.transpose(0, 1), keys.transpose(0, 1)
+            attended = block.attn(q, k, k, need_weights=False, attn_mask=mask)[0].transpose(0, 1)
+        x = x + block.ls_1(attended)
+        return x + block.ls_2(block.mlp(block.ln_2(x)))
 
     def finish(self, x: Tensor, eos_index: Tensor) -> Tensor:
         """Final LayerNorm, the [EOS] token, projection: (N, L, W) -> (N, E), not normalised."""

@@ -239,12 +239,44 @@ def test_image_cond_needs_a_text_pass_per_instance(clip):
     assert isinstance(model.prompt, ImageCondPrompt)
     model.set_stage(2)
     model.eval()
-    seen = _count_text_sequences(model)
+    seen: list[int] = []
+    model.text_encoder.blocks[0].mlp.register_forward_hook(lambda _m, inp, _o: seen.append(inp[0].shape[0]))
     classes = torch.arange(len(VOCAB.predicates))
     with torch.no_grad():
         out = model(make_batch(0, 10), classes, torch.arange(4))
-    assert seen == [10 * len(classes)]
+    assert sum(seen) == 10 + 10 * len(classes)  # per pair: its shared prefix once, then every class
     assert out.classifier.shape == (10, len(classes), 64)
+    assert not torch.allclose(out.classifier[0], out.classifier[1])  # each instance its own classifier
+
+
+@pytest.mark.parametrize("init,position", [("domain_specific", 6), ("random", 0), ("learnable", 0)])
+def test_image_cond_shared_prefix_equals_whole_prompts_and_their_gradients(clip, init, position):
+    """The per-pair prefix computed once gives the classifier (and gradients) of running every
+    class prompt whole, as CoCoOp does."""
+    model = build(clip, prompt=PromptConfig(strategy="image_cond", init=init, class_position=position))
+    model.set_stage(2)  # the prompt learns
+    prompt, enc = model.prompt, model.text_encoder
+    assert isinstance(prompt, ImageCondPrompt)
+    classes = torch.arange(len(VOCAB.predicates))
+    visual = torch.randn(5, prompt.meta_net[0].in_features)  # (B, V)
+
+    def whole() -> torch.Tensor:
+        bias = prompt.meta_net(torch.nn.functional.normalize(visual, dim=-1))
+        x = prompt.context.assemble(classes, prompt.context.vectors.unsqueeze(0) + bias.unsqueeze(1))
+        b, c, length, width = x.shape
+        x = enc.run_blocks(enc.add_positions(x.reshape(b * c, length, width)), 0, enc.n_layers)
+        return enc.finish(x, prompt.context.eos_index[classes].repeat(b)).reshape(b, c, -1)
+
+    for compute in (whole, lambda: prompt(enc, classes, visual)):
+        prompt.zero_grad()
+        out = compute()
+        out.square().sum().backward()
+        grads = [p.grad.clone() for p in prompt.meta_net.parameters()]
+        if compute is whole:
+            expected, expected_grads = out.detach(), grads
+    torch.testing.assert_close(out.detach(), expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("dim,blocks", [(64, 1), (64, 2), (512, 1), (512, 2)])

@@ -112,6 +112,7 @@ class ContextTokens(nn.Module):
                     )
                 # The text fills the first slots; the rest keep CoOp's random init.
                 init[: len(words)] = encoder.embed_ids(torch.tensor(words)).detach()
+        self._n_prefix = n_prefix
         self.vectors = nn.Parameter(init, requires_grad=cfg.init != "fixed")  # (n_ctx, W)
         self.trainable = cfg.init != "fixed"
         layout = build_layout(names, n_prefix, n_suffix)
@@ -125,6 +126,11 @@ class ContextTokens(nn.Module):
     @property
     def n_ctx(self) -> int:
         return int(self.vectors.shape[0])
+
+    @property
+    def shared_prefix(self) -> int:
+        """Leading positions every class prompt has alike: [SOS] and the context before the name."""
+        return self._n_prefix + 1
 
     def assemble(self, classes: Tensor, ctx: Tensor) -> Tensor:
         """Prompt embeddings of ``classes`` (C,) with context ``ctx`` (n_ctx, W) or (B, n_ctx, W).
@@ -235,7 +241,9 @@ class ImageCondPrompt(nn.Module):
         ctx = self.context.vectors.unsqueeze(0) + bias.unsqueeze(1)  # (B, n_ctx, W)
         x = self.context.assemble(classes, ctx)  # (B, C, L, W)
         batch, n_cls, length, width = x.shape
-        x = enc.add_positions(x.reshape(batch * n_cls, length, width))  # (B*C, L, W)
-        x = enc.run_blocks_in_slices(x, 0, enc.n_layers, CPU_SLICE_ROWS if x.device.type == "cpu" else None)
-        eos = self.context.eos_index[classes].repeat(batch)  # (B*C,)
-        return enc.finish(x, eos).reshape(batch, n_cls, -1)
+        x = enc.add_positions(x.reshape(batch * n_cls, length, width)).reshape(batch, n_cls, length, width)
+        shared = self.context.shared_prefix  # [SOS] + the context before the class name: equal across classes
+        rows = CPU_SLICE_ROWS if x.device.type == "cpu" else None
+        out = enc.run_blocks_after_shared_prefix(x[:, 0, :shared], x[:, :, shared:], rows)  # (B*C, L - P, W)
+        eos = self.context.eos_index[classes].repeat(batch) - shared  # (B*C,)
+        return enc.finish(out, eos).reshape(batch, n_cls, -1)
