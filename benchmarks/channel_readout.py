@@ -21,7 +21,6 @@ the names in ``PRESETS``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.cli.run import parse_sets
+from harness.configs import apply_overrides
 from sage_model.config import ExperimentConfig
 from sage_model.data import DatasetRoot, PairDataset, ensure_synthetic, split_videos
 from sage_model.data.synth import CHANNELS, Signals
@@ -54,33 +55,13 @@ PRESETS: dict[str, dict[str, object]] = {
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, object]]:
-    """``NAME`` (a preset) or ``NAME=key=value,key=value``."""
+    """``NAME`` (a preset) or ``NAME=key=value,key=value`` (values as ``harness run --set`` reads them)."""
     if text in PRESETS:
         return text, PRESETS[text]
     name, sep, rest = text.partition("=")
     if not sep:
         raise SystemExit(f"--variant {text!r}: not a preset ({', '.join(PRESETS)}) and no NAME=key=value")
-    overrides: dict[str, object] = {}
-    for item in rest.split(","):
-        key, eq, raw = item.partition("=")
-        if not eq:
-            raise SystemExit(f"--variant {text!r}: {item!r} is not key=value")
-        try:
-            overrides[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key] = raw
-    return name, overrides
-
-
-def nested(flat: dict[str, object]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in flat.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})  # type: ignore[assignment]
-        node[leaf] = value
-    return out
+    return name, dict(parse_sets(rest.split(",")))
 
 
 def readout(
@@ -116,7 +97,7 @@ def run_variant(
         "train.stage1_epochs": epochs,
         "train.stage2_epochs": 0,
     }
-    cfg = ExperimentConfig.model_validate(nested({**flat, **overrides}))
+    cfg = apply_overrides(ExperimentConfig(), {**flat, **overrides})
     seed_everything(cfg.seed)
     vocab = root.vocabulary
     store = root.feature_store("train", "gt")

@@ -30,7 +30,7 @@ from typing import Any
 
 from harness.configs import TrialSpec
 from harness.progress import fmt_duration
-from harness.runner import RunOptions, plan_study
+from harness.runner import RunOptions, group_by_config, plan_study
 from harness.schedules import budget_differences
 from harness.spec import StudySpec
 from sage_model.config import ExperimentConfig
@@ -346,12 +346,10 @@ def render(studies: Sequence[StudyEstimate]) -> list[str]:
 def _launch_total(studies: Sequence[StudyEstimate]) -> list[str]:
     """The whole launch: a config several trials share is computed once (harness.runner.group_by_config)."""
     trials = [t for study in studies for t in study.trials]
-    computed: dict[str, TrialEstimate] = {}
-    for estimate in trials:
-        computed.setdefault(estimate.trial.config_hash, estimate)
+    computed = {t.trial_id for t in group_by_config([e.trial for e in trials])[0]}
     if len(studies) < 2 and len(computed) == len(trials):
         return []
-    wall = sum(t.wall_s for t in computed.values())
+    wall = sum(e.wall_s for e in trials if e.trial.trial_id in computed)
     return [
         f"all {len(studies)} studies: {len(trials)} trials to run, {len(computed)} distinct configs "
         f"(each computed once, recorded for every trial that has it): {fmt_duration(wall)} one after another"

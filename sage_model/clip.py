@@ -323,22 +323,16 @@ class LayerwiseTextEncoder(nn.Module):
         mask = torch.cat(
             [torch.zeros(length, n_prefix, device=x.device), self.causal_mask(length, x.device)], dim=1
         ).to(x.dtype)  # (S, P + S): every prefix key, then causal within the suffix
-        prefix_mask = self.causal_mask(n_prefix, prefix.device)
-        for block in self.blocks:
+        step = rows or x.shape[0]
+        for index, block in enumerate(self.blocks):
             keys = block.ln_1(prefix)  # (G, P, W): the prefix's attention input at this block
-            parts = []
-            step = rows or x.shape[0]
-            for start in range(0, x.shape[0], step):
-                part = x[start : start + step]
-                parts.append(self._suffix_block(block, part, keys[owner[start : start + step]], mask))
+            parts = [
+                self._suffix_block(block, part, keys[part_owner], mask)
+                for part, part_owner in zip(x.split(step), owner.split(step), strict=True)
+            ]
             x = torch.cat(parts) if len(parts) > 1 else parts[0]
-            prefix = self._batch_first_block(block, prefix, prefix_mask)
+            prefix = self.run_blocks(prefix, index, index + 1)
         return x
-
-    def _batch_first_block(self, block: Any, x: Tensor, mask: Tensor) -> Tensor:
-        if self.batch_first:
-            return block(x, attn_mask=mask)
-        return block(x.transpose(0, 1), attn_mask=mask).transpose(0, 1)
 
     def _suffix_block(self, block: Any, x: Tensor, prefix_keys: Tensor, mask: Tensor) -> Tensor:
         """One residual block on suffix rows (N, S, W) whose keys start with ``prefix_keys`` (N, P, W)."""

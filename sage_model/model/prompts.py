@@ -37,7 +37,8 @@ DOT_ID = 269  # "."
 CTX_INIT_STD = 0.02  # CoOp's N(0, 0.02) for context tokens without a text init
 
 
-#: Sequences per slice when image_cond runs the text tower on the CPU (see run_blocks_in_slices).
+#: Sequences per slice when image_cond runs the text tower on the CPU (see run_blocks_in_slices and
+#: run_blocks_after_shared_prefix).
 CPU_SLICE_ROWS = 256
 
 
