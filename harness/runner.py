@@ -214,7 +214,6 @@ class _Listener:
         events: StudyEvents | None,
         same: dict[str, list[TrialSpec]] | None = None,
     ) -> None:
-        self.trials = list(trials)
         same = same or {}
         self.groups = [
             [TrialRecorder(t, contexts[t.study])]
