@@ -129,18 +129,13 @@ def epoch_row(report: Any) -> dict[str, float]:
 
 def video_aps(cfg: Any, work: str, task: str, split: str) -> dict[str, float]:
     """Per-video AP (fraction) of one prediction file: what mAP is the mean of."""
-    from sage_model.data import DatasetRoot, ensure_synthetic, ground_truth_relations, synthetic_root_name
+    from sage_model.data import DatasetRoot, ground_truth_relations
     from sage_model.data.vocab import load_vocabulary
     from sage_model.eval import evaluate_relations
-    from sage_model.experiment import synthetic_cache
+    from sage_model.experiment import ensure_default_root, synthetic_cache
 
     data = cfg.data
-    name = synthetic_root_name(data.dataset, data.synthetic_videos, data.synthetic_seed)
-    root = DatasetRoot.open(
-        ensure_synthetic(
-            data.dataset, synthetic_cache(Path(work)) / name, data.synthetic_videos, data.synthetic_seed
-        )
-    )
+    root = DatasetRoot.open(ensure_default_root(data, data.dataset, synthetic_cache(Path(work))))
     gt = ground_truth_relations(root.annotations("test"))
     preds = json.loads((Path(work) / f"predictions_{task}_{split}.json").read_text(encoding="utf-8"))
     novel = set(load_vocabulary(data.dataset).novel_predicates) if split == "novel" else None
@@ -284,11 +279,10 @@ def main() -> None:
         base = {**budget(), **parse_set(args.set)}
         variants = args.variants
         from sage_model.config import ExperimentConfig
-        from sage_model.data import ensure_synthetic, synthetic_root_name
+        from sage_model.experiment import ensure_default_root
 
         data = ExperimentConfig.model_validate(nested(base)).data  # generated once, before the workers
-        ensure_synthetic(data.dataset, Path(args.cache) / synthetic_root_name(data.dataset, data.synthetic_videos,
-                         data.synthetic_seed), data.synthetic_videos, data.synthetic_seed)  # fmt: skip
+        ensure_default_root(data, data.dataset, Path(args.cache))
         jobs = [(v, s, {**base, **VARIANTS[v]}, args.cache) for v in variants for s in args.seeds]
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             results = list(pool.map(run_trial, jobs))

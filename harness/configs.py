@@ -41,6 +41,7 @@ SMOKE_OVERRIDES: dict[str, Any] = {
     "train.stage1_epochs": 1,
     "train.stage2_epochs": 1,
     "data.synthetic_videos": 4,
+    "data.synthetic_test_videos": None,  # the budget's larger test split would be generated for nothing
     "data.max_train_videos": 1,
     # image_cond runs the text tower per pair over every class (~10 pairs/s for the tiny CLIP on
     # one thread): one test video keeps its smoke trial near 20 s instead of 100 s

@@ -87,14 +87,13 @@ class StudyEstimate:
 # ------------------------------------------------------------------------------ data sizes
 def data_sizes(cfg: ExperimentConfig, cache_dir: Path) -> DataSizes:
     """Rows of the trial's training, validation and test videos (caps and held-out share applied)."""
-    from sage_model.data import synthetic_root_name
+    from sage_model.experiment import default_root_path
 
     root = cfg.data.root
     if root is None:
-        name = synthetic_root_name(cfg.data.dataset, cfg.data.synthetic_videos, cfg.data.synthetic_seed)
-        if not (cache_dir / name / "dataset.json").is_file():
+        root = default_root_path(cfg.data, cfg.data.dataset, cache_dir)
+        if not (root / "dataset.json").is_file():
             return _synthetic_estimate(cfg)
-        root = cache_dir / name
     return _store_sizes(cfg, Path(root))
 
 
@@ -104,7 +103,8 @@ def _synthetic_estimate(cfg: ExperimentConfig) -> DataSizes:
     train = min(videos - val, cfg.data.max_train_videos or videos)
     if cfg.data.max_test_videos is not None:
         val = min(val, cfg.data.max_test_videos)
-    test = min(videos, cfg.data.max_test_videos or videos)
+    test_videos = cfg.data.synthetic_test_videos or videos
+    test = min(test_videos, cfg.data.max_test_videos or test_videos)
     sources = _test_sources(cfg)
     return DataSizes(
         train=round(train * SYNTH_ROWS_PER_VIDEO["gt"]),

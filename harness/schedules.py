@@ -45,6 +45,7 @@ PAPER_TRAIN: dict[str, Any] = {
 
 SYNTHETIC_BUDGET: dict[str, Any] = {
     "data.synthetic_videos": 64,
+    "data.synthetic_test_videos": 200,
     "train.stage1_epochs": 20,
     "train.stage2_epochs": 4,
     "train.milestones": (),

@@ -412,6 +412,7 @@ def dataset_record(trial: TrialSpec, result: ExperimentResult) -> DatasetRecord:
         generator = {
             "generator": "sage_model.data.synth",
             "videos": str(data.synthetic_videos),
+            **({"test_videos": str(data.synthetic_test_videos)} if data.synthetic_test_videos else {}),
             "seed": str(data.synthetic_seed),
         }
     profile = {

@@ -233,6 +233,11 @@ class DataConfig(Spec):
     )
     teacher: str = Field("asmv2", description="Teacher artifact name under <root>/teachers/ ('none' = no teacher).")
     synthetic_videos: int = Field(24, ge=4, description="Videos per split of the embedded synthetic dataset.")
+    synthetic_test_videos: int | None = Field(
+        None, ge=2, description="Test videos of the embedded synthetic dataset when they differ from synthetic_videos "
+        "(None: the same). More test videos narrow every interval; the training split, and so the trained model, "
+        "does not change.",
+    )
     synthetic_seed: int = Field(0, ge=0, description="Seed of the embedded synthetic dataset.")
     max_train_videos: int | None = Field(None, ge=1, description="Cap on training videos (smoke runs).")
     max_test_videos: int | None = Field(

@@ -36,7 +36,7 @@ import torch
 from sage_model.analysis import STABILITY_FILE, classifier_features_under_noise, pick_classes, save_stability
 from sage_model.clip import build_clip, clip_identity
 from sage_model.compat import check_clip_matches
-from sage_model.config import ExperimentConfig
+from sage_model.config import DataConfig, ExperimentConfig
 from sage_model.data import DatasetRoot, FeatureStore, PairDataset, TeacherStore, split_videos
 from sage_model.data.selection import training_rows
 from sage_model.data.vocab import Vocabulary
@@ -79,20 +79,36 @@ def synthetic_cache(work_dir: Path) -> Path:
     return Path(env) if env else Path(work_dir).resolve().parent / "_data"
 
 
+def default_root_path(data: DataConfig, dataset: str, cache: Path) -> Path:
+    """Where the embedded synthetic dataset of ``data`` lives under ``cache`` (one folder per settings)."""
+    from sage_model.data import synthetic_root_name
+
+    name = synthetic_root_name(
+        dataset, data.synthetic_videos, data.synthetic_seed, test_videos=data.synthetic_test_videos
+    )
+    return cache / name
+
+
+def ensure_default_root(data: DataConfig, dataset: str, cache: Path) -> Path:
+    """The embedded synthetic dataset of ``data`` under ``cache``, generated on first use."""
+    from sage_model.data import ensure_synthetic
+
+    return ensure_synthetic(
+        dataset,
+        default_root_path(data, dataset, cache),
+        data.synthetic_videos,
+        data.synthetic_seed,
+        test_videos=data.synthetic_test_videos,
+    )
+
+
 def resolve_roots(cfg: ExperimentConfig, work_dir: Path) -> tuple[DatasetRoot, DatasetRoot]:
     """(training root, test root); the same root unless ``data.test_dataset`` differs."""
-    from sage_model.data import ensure_synthetic, synthetic_root_name
-
     data = cfg.data
     test_dataset = data.test_dataset or data.dataset
 
     def synthetic(dataset: str) -> DatasetRoot:
-        name = synthetic_root_name(dataset, data.synthetic_videos, data.synthetic_seed)
-        return DatasetRoot.open(
-            ensure_synthetic(
-                dataset, synthetic_cache(work_dir) / name, data.synthetic_videos, data.synthetic_seed
-            )
-        )
+        return DatasetRoot.open(ensure_default_root(data, dataset, synthetic_cache(work_dir)))
 
     train = synthetic(data.dataset) if data.root is None else DatasetRoot.open(data.root)
     if train.dataset != data.dataset:

@@ -81,6 +81,31 @@ def test_generation_is_deterministic_per_seed(tmp_path: Path) -> None:
     assert a.info["content_hashes"]["features/train/gt"] != c.info["content_hashes"]["features/train/gt"]
 
 
+def test_a_larger_test_split_leaves_the_training_split_byte_identical(tmp_path: Path) -> None:
+    """``test_videos`` (the studies' budget: 200) adds test videos only: every training array and
+    annotation is the same bytes (only the manifests record the new setting), so a model trained on
+    either root is the same model."""
+    from sage_model.data import synthetic_root_name
+
+    plain = DatasetRoot.open(ensure_synthetic("vidvrd", tmp_path / "plain", 2, seed=3))
+    wide = DatasetRoot.open(ensure_synthetic("vidvrd", tmp_path / "wide", 2, seed=3, test_videos=5))
+    compared = 0
+    for path in sorted(plain.path.rglob("*")):
+        relative = path.relative_to(plain.path)
+        if path.is_file() and "train" in relative.parts and path.name not in ("manifest.json", "content_hash"):
+            assert (wide.path / relative).read_bytes() == path.read_bytes(), relative
+            compared += 1
+    assert compared >= 8  # annotations, tracklets, both sources' arrays and teachers
+    assert wide.info["content_hashes"]["features/test/gt"] != plain.info["content_hashes"]["features/test/gt"]
+    assert len(wide.annotations("test")) == 5 and len(wide.annotations("train")) == len(plain.annotations("train"))
+    assert wide.info["generator"]["test_videos"] == 5 and "test_videos" not in plain.info["generator"]
+    assert synthetic_root_name("vidvrd", 2, 3, test_videos=5) == synthetic_root_name("vidvrd", 2, 3) + "-t5"
+    with pytest.raises(ValueError, match="exists and is not the synthetic dataset"):
+        ensure_synthetic("vidvrd", tmp_path / "plain", 2, seed=3, test_videos=5)
+    with pytest.raises(ValueError, match="data.synthetic_test_videos"):
+        ensure_synthetic("vidvrd", tmp_path / "bad", 2, seed=3, test_videos=1)
+
+
 def test_wider_features_are_supported(tmp_path: Path) -> None:
     root = DatasetRoot.open(ensure_synthetic("vidor", tmp_path / "wide", 2, seed=0, feature_dim=96))
     store = root.feature_store("train", "gt")

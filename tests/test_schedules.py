@@ -69,12 +69,16 @@ def test_default_schedule_is_the_study_budget_and_off_the_papers() -> None:
         "train.milestones",
     }
     assert trial.config.data.synthetic_videos == SYNTHETIC_BUDGET["data.synthetic_videos"]
+    assert trial.config.data.synthetic_test_videos == SYNTHETIC_BUDGET["data.synthetic_test_videos"] == 200
+    smoke = expand_study(load_study(TABLE1), smoke=True)[0]  # a smoke run generates no 200-video test split
+    assert smoke.config.data.synthetic_test_videos is None and smoke.config.data.synthetic_videos == 4
 
 
 def test_the_synthetic_budget_lies_beneath_the_study_base() -> None:
     table10 = expand_study(load_study(STUDIES / "table10_efficiency.yaml"))[0]  # states its own budget
     assert (table10.config.train.stage1_epochs, table10.config.train.stage2_epochs) == (1, 1)
     assert table10.config.data.synthetic_videos == SYNTHETIC_BUDGET["data.synthetic_videos"]
+    assert table10.config.data.synthetic_test_videos is None  # its base: speed needs no larger test split
     assert set(PAPER_TRAIN) >= set(
         budget_differences({"stage1_epochs": 2, "batch_size": 8, "milestones": [3]})
     )

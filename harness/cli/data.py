@@ -32,6 +32,12 @@ def synth(
         help=f"Videos per split (default {_DEFAULTS.synthetic_videos}); with --shape paper the train split "
         "(default 800) and a quarter of it for test, as VidVRD's 800/200.",
     ),
+    test_videos: int | None = typer.Option(
+        None,
+        "--test-videos",
+        help="Videos of the test split when they differ from --videos (the studies' default: 200, VidVRD's test "
+        "size); the training split does not change.",
+    ),
     seed: int = typer.Option(_DEFAULTS.synthetic_seed, "--seed", help="Generator seed."),
     feature_dim: int | None = typer.Option(
         None, "--feature-dim", help="Feature width D (default 64 = the sage_tiny CLIP; the checkpoint's width with --clip-checkpoint)."
@@ -65,7 +71,7 @@ def synth(
         width = int(preset_identity("sage_vitb16", clip_checkpoint)["embed_dim"])
     started = time.perf_counter()
     root = ensure_synthetic(
-        dataset, out, videos, seed, width, shape=shape, clip_checkpoint=clip_checkpoint
+        dataset, out, videos, seed, width, shape=shape, clip_checkpoint=clip_checkpoint, test_videos=test_videos
     )
     info = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     typer.echo(

@@ -159,11 +159,22 @@ class SynthSpec:
     shape: str = "default"
     #: CLIP checkpoint whose text tower gives the class semantics and whose identity the root records
     clip_checkpoint: str | None = None
+    #: videos of the test split when it differs from ``videos`` (None: the shape's rule); the
+    #: training split, and so every trained model, is the same for any value
+    test_videos: int | None = None
+
+    def split_videos(self, split: str) -> int:
+        """Videos generated for ``split``."""
+        if split == "test" and self.test_videos is not None:
+            return self.test_videos
+        return video_shape(self.shape).split_videos(self.videos, split)
 
     def settings(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"shape": self.shape} if self.shape != "default" else {}
         if self.clip_checkpoint is not None:
             extra["clip_checkpoint"] = self.clip_checkpoint
+        if self.test_videos is not None:  # absent when unset: roots made before it existed still match
+            extra["test_videos"] = self.test_videos
         return {
             "generator": GENERATOR,
             "version": GENERATOR_VERSION,
@@ -177,10 +188,17 @@ class SynthSpec:
 
 
 def synthetic_root_name(
-    dataset: str, videos: int, seed: int, feature_dim: int = 64, signals: Signals | None = None
+    dataset: str,
+    videos: int,
+    seed: int,
+    feature_dim: int = 64,
+    signals: Signals | None = None,
+    test_videos: int | None = None,
 ) -> str:
     """A folder name that identifies a synthetic dataset, for caches holding several."""
     name = f"synthetic-{dataset}-v{videos}-s{seed}-d{feature_dim}-g{GENERATOR_VERSION}"
+    if test_videos is not None:
+        name += f"-t{test_videos}"
     if signals is not None and signals != DEFAULT_SIGNALS:
         digest = hashlib.sha256(json.dumps(signals.settings(), sort_keys=True).encode()).hexdigest()
         name += f"-x{digest[:8]}"
@@ -828,26 +846,33 @@ def ensure_synthetic(
     *,
     shape: str = "default",
     clip_checkpoint: Path | None = None,
+    test_videos: int | None = None,
 ) -> Path:
     """The synthetic dataset root at ``out_dir``: reused when its ``dataset.json`` has the same settings,
     generated otherwise (into a temporary sibling folder, then renamed, so concurrent callers are safe).
 
-    ``videos`` is the number of videos per split (train and test); ``signals`` the channel
-    strengths (None = :data:`DEFAULT_SIGNALS`).
+    ``videos`` is the number of videos per split (train and test); ``test_videos`` replaces it for
+    the test split (None: the same, or the shape's 4:1); ``signals`` the channel strengths (None =
+    :data:`DEFAULT_SIGNALS`).
     """
     load_vocabulary(dataset)
     if videos < 2:
         raise ValueError(f"data.synthetic_videos: need at least 2 videos per split, got {videos}")
+    if test_videos is not None and test_videos < 2:
+        raise ValueError(f"data.synthetic_test_videos: need at least 2 test videos, got {test_videos}")
     video_shape(shape)  # validates the name
     checkpoint = None if clip_checkpoint is None else str(Path(clip_checkpoint).resolve())
-    spec = SynthSpec(dataset, videos, seed, feature_dim, signals or DEFAULT_SIGNALS, shape, checkpoint)
+    spec = SynthSpec(
+        dataset, videos, seed, feature_dim, signals or DEFAULT_SIGNALS, shape, checkpoint, test_videos
+    )
     out_dir = Path(out_dir)
     if _matches(out_dir, spec):
         return out_dir
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(
             f"{out_dir}: exists and is not the synthetic dataset {spec.settings()}; choose another --out "
-            f"(e.g. {out_dir.parent / synthetic_root_name(dataset, videos, seed, feature_dim, signals)}) or delete it"
+            f"(e.g. {out_dir.parent / synthetic_root_name(dataset, videos, seed, feature_dim, signals, test_videos)}) "
+            "or delete it"
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -912,7 +937,7 @@ def _generate_split(
         root / "annotations",
         spec.dataset,
         split,
-        [generate_video(rng, vocab, split, i, shape) for i in range(shape.split_videos(spec.videos, split))],
+        [generate_video(rng, vocab, split, i, shape) for i in range(spec.split_videos(split))],
     )
     videos = {v.video_id: v for v in load_annotation_folder(root / "annotations", spec.dataset, split)}
     det_rng = _rng(spec, split, "det")
