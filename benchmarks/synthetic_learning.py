@@ -11,9 +11,10 @@ every variant. It prints:
 
 * mAP (percent) per variant, PredCls and SGDet x All and Novel: mean and seed std;
 * the effect of each SAGE component = full model minus the ablation, on PredCls All and Novel,
-  with a 95 % interval and a p-value from a paired bootstrap over test videos x seeds (both
-  resampled), Holm-corrected within each family (Table 3: the four "w/o" rows; Table 4: No MLLM ->
-  BLIP-2 -> ASMv2);
+  with a 95 % interval and a p-value from the report's paired test (``harness.report.stats``: a
+  bootstrap over test videos for the video part plus the pooled between-seed variance, so the
+  benchmark and ``harness report`` agree), Holm-corrected within each family (Table 3: the four
+  "w/o" rows; Table 4: No MLLM -> BLIP-2 -> ASMv2);
 * the shuffled-label control and the full model's ratio to it;
 * the learning curve of the budget: validation PredCls mAP per epoch of the full model (mean of seeds).
 
@@ -63,18 +64,15 @@ FAMILIES: dict[str, list[tuple[str, str]]] = {
 }
 SCORED = [("predcls", "all"), ("predcls", "novel"), ("sgdet", "all"), ("sgdet", "novel")]
 EFFECT_SCORES = [("predcls", "all"), ("predcls", "novel")]
-BOOTSTRAP = 10_000
 
 
-def nested(overrides: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in overrides.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
+def experiment_config(overrides: dict[str, Any]) -> Any:
+    """The trial's config: ``overrides`` (dotted paths) over the defaults, as the harness applies
+    them (a bad path or value is named)."""
+    from harness.configs import apply_overrides
+    from sage_model.config import ExperimentConfig
+
+    return apply_overrides(ExperimentConfig(), overrides)
 
 
 def budget() -> dict[str, Any]:
@@ -94,10 +92,9 @@ def run_trial(args: tuple[str, int, dict[str, Any], str]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from sage_model.config import ExperimentConfig
     from sage_model.experiment import run_experiment
 
-    cfg = ExperimentConfig.model_validate(nested({**overrides, "seed": seed}))
+    cfg = experiment_config({**overrides, "seed": seed})
     curve: list[dict[str, float]] = []
     started, cpu = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as work:
@@ -143,41 +140,40 @@ def video_aps(cfg: Any, work: str, task: str, split: str) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------ statistics
-def paired_units(results: list[dict[str, Any]], a: str, b: str, key: str) -> np.ndarray:
-    """(S, V) differences a - b of per-video AP (percent), seeds x videos both were scored on."""
-    by = {(r["variant"], r["seed"]): r["video_ap"].get(key, {}) for r in results}
-    seeds = sorted({s for v, s in by if v == a} & {s for v, s in by if v == b})
-    videos = sorted(set.intersection(*[set(by[(v, s)]) for v in (a, b) for s in seeds])) if seeds else []
-    return np.array([[100 * (by[(a, s)][vid] - by[(b, s)][vid]) for vid in videos] for s in seeds])
+def column(results: list[dict[str, Any]], variants: list[str], key: str) -> Any:
+    """The per-video APs of ``key`` as the report's ``ColumnData`` (variants x seeds x videos)."""
+    from harness.report.stats import ColumnData
+
+    seeds = sorted({r["seed"] for r in results})
+    videos = sorted({v for r in results for v in r["video_ap"].get(key, {})})
+    shape = (len(variants), len(seeds), len(videos))
+    num, present = np.zeros(shape), np.zeros(shape, dtype=bool)
+    for r in results:
+        k, s = variants.index(r["variant"]), seeds.index(r["seed"])
+        for video, ap in r["video_ap"].get(key, {}).items():
+            num[k, s, videos.index(video)] = ap  # a fraction: the metric is 100 * mean over videos
+            present[k, s, videos.index(video)] = True
+    return ColumnData(num, np.ones(shape), present)
 
 
-def paired_bootstrap(
-    diff: np.ndarray, rng: np.random.Generator, n: int = BOOTSTRAP
-) -> tuple[float, float, float, float]:
-    """(mean, CI low, CI high, two-sided p) of the mean difference, resampling seeds and videos.
+def family_effects(
+    results: list[dict[str, Any]], variants: list[str], key: str, pairs: list[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """Each (better, worse) pair's paired difference with the report's estimator, Holm over the pairs."""
+    from harness.report.stats import holm, pair_differences, video_weights
 
-    Seeds and videos are drawn with replacement independently (a two-way bootstrap: both are
-    samples, of training runs and of test videos). p = twice the smaller tail of the bootstrap
-    distribution beyond 0, at least 1/n.
-    """
-    s, v = diff.shape
-    rows = rng.integers(0, s, size=(n, s))
-    cols = rng.integers(0, v, size=(n, v))
-    means = np.array([diff[np.ix_(r, c)].mean() for r, c in zip(rows, cols, strict=True)])
-    low, high = np.percentile(means, [2.5, 97.5])
-    p = 2 * min((means <= 0).mean(), (means >= 0).mean())
-    return float(diff.mean()), float(low), float(high), float(min(1.0, max(p, 1.0 / n)))
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (same order as given)."""
-    order = np.argsort(pvalues)
-    adjusted = np.empty(len(pvalues))
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted.tolist()
+    data = column(results, variants, key)
+    if data.n_videos == 0:
+        return []
+    index = [(variants.index(a), variants.index(b)) for a, b in pairs]
+    found = pair_differences(data, index, video_weights(data.n_videos))
+    kept = [(pair, found[i]) for pair, i in zip(pairs, index, strict=True) if found[i] is not None]
+    adjusted = holm([d.p_value for _, d in kept])
+    return [
+        {"better": a, "worse": b, "mean": d.value, "ci": [d.low, d.high], "se": d.se, "p": d.p_value,
+         "p_holm": p_holm, "seeds": d.n_seeds, "videos": d.n_videos, "seed_part": d.seed_part}  # fmt: skip
+        for ((a, b), d), p_holm in zip(kept, adjusted, strict=True)
+    ]
 
 
 # ---------------------------------------------------------------------------------------- output
@@ -197,29 +193,23 @@ def print_table(results: list[dict[str, Any]], variants: list[str]) -> None:
 
 
 def print_effects(results: list[dict[str, Any]], variants: list[str]) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(0)
     out = []
     for family, pairs in FAMILIES.items():
+        present = [(a, b) for a, b in pairs if a in variants and b in variants]
         for task, split in EFFECT_SCORES:
             key = f"{task}_{split}"
-            rows = []
-            for a, b in pairs:
-                if a in variants and b in variants:
-                    diff = paired_units(results, a, b, key)
-                    if diff.size:
-                        rows.append((a, b, diff.shape, *paired_bootstrap(diff, rng)))
+            rows = family_effects(results, variants, key, present) if present else []
             if not rows:
                 continue
-            print(f"\n{family}, {key} mAP: effect = first minus second (percent points), paired bootstrap")
-            for (a, b, shape, mean, low, high, p), p_holm in zip(
-                rows, holm([r[-1] for r in rows]), strict=True
-            ):
+            print(f"\n{family}, {key} mAP: effect = first minus second (percent points), the report's paired test")
+            for row in rows:
+                seeds = "" if row["seed_part"] else ", videos only (one seed)"
                 print(
-                    f"  {a:>8s} - {b:<10s} {mean:+6.2f}  95% CI [{low:+6.2f}, {high:+6.2f}]  "
-                    f"p {p:.4f}  Holm p {p_holm:.4f}  ({shape[0]} seeds x {shape[1]} videos)"
+                    f"  {row['better']:>8s} - {row['worse']:<10s} {row['mean']:+6.2f}  95% CI [{row['ci'][0]:+6.2f}, "
+                    f"{row['ci'][1]:+6.2f}]  SE {row['se']:.2f}  p {row['p']:.4f}  Holm p {row['p_holm']:.4f}  "
+                    f"({row['seeds']} seeds x {row['videos']} videos{seeds})"
                 )
-                out.append({"family": family, "score": key, "better": a, "worse": b, "mean": mean,
-                            "ci": [low, high], "p": p, "p_holm": p_holm, "seeds": shape[0], "videos": shape[1]})  # fmt: skip
+                out.append({"family": family, "score": key, **row})
     return out
 
 
@@ -247,17 +237,6 @@ def print_curve(results: list[dict[str, Any]]) -> None:
         )
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, _, raw = item.partition("=")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -276,12 +255,13 @@ def main() -> None:
         saved = json.loads(args.load.read_text(encoding="utf-8"))
         base, results, variants = saved["base"], saved["results"], saved["variants"]
     else:
-        base = {**budget(), **parse_set(args.set)}
+        from harness.cli.run import parse_sets
+
+        base = {**budget(), **dict(parse_sets(args.set))}
         variants = args.variants
-        from sage_model.config import ExperimentConfig
         from sage_model.experiment import ensure_default_root
 
-        data = ExperimentConfig.model_validate(nested(base)).data  # generated once, before the workers
+        data = experiment_config(base).data  # generated once, before the workers
         ensure_default_root(data, data.dataset, Path(args.cache))
         jobs = [(v, s, {**base, **VARIANTS[v]}, args.cache) for v in variants for s in args.seeds]
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
