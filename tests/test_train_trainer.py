@@ -100,7 +100,8 @@ def test_every_epoch_of_both_stages_is_reported_through_the_callback(clip):
     assert {"train/loss", "train/l_rel", "train/l_kg", "train/lr", "train/samples_per_s"} <= set(
         reports[0].metrics
     )
-    assert reports[0].metrics["train/l_kg"] == 0.0  # stage 1 classifies with W_clip itself
+    # stage 1 classifies with W_clip itself: zero up to float32 rounding (-1.2e-7 on one CPU)
+    assert abs(reports[0].metrics["train/l_kg"]) < 1e-6
     assert reports[1].metrics["train/lr"] == pytest.approx(1e-4)  # MultiStep decay after epoch 1
 
 
