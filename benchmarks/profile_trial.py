@@ -45,9 +45,19 @@ class PhaseClock:
         self.validating = False
         self.epoch_marks: list[tuple[int, float, float]] = []  # (stage, time at the report, validation so far)
         self.train_started: float | None = None
+        self.originals: list[tuple[Any, str, Any]] = []
+
+    def restore(self) -> None:
+        """Put the wrapped functions back (a second profile in the process would nest them)."""
+        for module, name, original in reversed(self.originals):
+            setattr(module, name, original)
+        self.originals.clear()
 
     def wrap(self, module: Any, name: str, phase: Callable[[], str]) -> None:
+        """Replace ``module.name`` by a timed call that adds its seconds to ``phase()`` ("" = not
+        counted); the original is restored by :meth:`restore`."""
         original = getattr(module, name)
+        self.originals.append((module, name, original))
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             label = phase()
@@ -65,6 +75,7 @@ class PhaseClock:
     def wrap_validator(self, module: Any) -> None:
         """``make_validator`` returns the per-epoch ``validate``: time that, and mark what it calls."""
         original = module.make_validator
+        self.originals.append((module, "make_validator", original))
 
         def make(*args: Any, **kwargs: Any) -> Callable[..., dict[str, float]]:
             validate = original(*args, **kwargs)
@@ -94,16 +105,19 @@ def profile(variant: str, seed: int, overrides: dict[str, Any]) -> tuple[dict[st
 
     clock = PhaseClock()
     for name in SCORING:
-        clock.wrap(experiment, name, lambda: "" if clock.validating else "test scoring")
+        clock.wrap(experiment, name, lambda: "" if clock.validating else "test scoring (model + predictions)")
     for name in EVALUATION:
         clock.wrap(experiment, name, lambda: "" if clock.validating else "loading, evaluation and writing")
     clock.wrap_validator(experiment)
     cfg = experiment_config({**budget(), **VARIANTS[variant], **overrides, "seed": seed})
-    with tempfile.TemporaryDirectory() as work:
-        started = time.perf_counter()
-        clock.wrap(experiment, "train_two_stage", lambda: "training (stages 1 + 2, with validation)")
-        result = experiment.run_experiment(cfg, work_dir=Path(work), on_epoch=clock.on_epoch)
-        wall = time.perf_counter() - started
+    clock.wrap(experiment, "train_two_stage", lambda: "training (stages 1 + 2, with validation)")
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            started = time.perf_counter()
+            result = experiment.run_experiment(cfg, work_dir=Path(work), on_epoch=clock.on_epoch)
+            wall = time.perf_counter() - started
+    finally:
+        clock.restore()
     seconds = dict(clock.seconds)
     seconds.update(stage_split(clock, seconds.get("training (stages 1 + 2, with validation)", 0.0)))
     return seconds, wall, result
@@ -143,16 +157,16 @@ def main() -> None:
     data = experiment_config({**budget(), **VARIANTS[args.variant], **overrides}).data
     ensure_default_root(data, data.dataset, Path(args.cache))  # generation is not the trial's cost
     seconds, wall, result = profile(args.variant, args.seed, overrides)
-    training = seconds.pop("training (stages 1 + 2, with validation)", 0.0)
+    seconds.pop("training (stages 1 + 2, with validation)", 0.0)
     rows = [
         ("stage-1 training", seconds.get("stage-1 training", 0.0)),
         ("stage-2 training", seconds.get("stage-2 training", 0.0)),
         ("per-epoch validation", seconds.get("per-epoch validation", 0.0)),
-        ("test scoring", seconds.get("test scoring", 0.0)),
+        ("test scoring (model + predictions)", seconds.get("test scoring (model + predictions)", 0.0)),
         ("loading, evaluation and writing", seconds.get("loading, evaluation and writing", 0.0)),
     ]
-    accounted = training + seconds.get("test scoring", 0.0) + seconds.get("loading, evaluation and writing", 0.0)
-    rows.append(("setup and the rest (data, model, weights)", wall - accounted))
+    # the rest is what no row holds: setup, weights, and training outside the per-epoch reports
+    rows.append(("setup and the rest (data, model, weights)", wall - sum(value for _, value in rows)))
     sizes = ", ".join(f"{k} {v}" for k, v in result.split_sizes.items())
     maps = ", ".join(f"{m.task} {m.split} {m.value:.2f}" for m in result.metrics if m.name == "map")
     print(f"variant {args.variant}, seed {args.seed}, one torch thread; pairs: {sizes}")

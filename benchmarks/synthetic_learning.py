@@ -12,9 +12,11 @@ every variant. It prints:
 * mAP (percent) per variant, PredCls and SGDet x All and Novel: mean and seed std;
 * the effect of each SAGE component = full model minus the ablation, on PredCls All and Novel,
   with a 95 % interval and a p-value from the report's paired test (``harness.report.stats``: a
-  bootstrap over test videos for the video part plus the pooled between-seed variance, so the
-  benchmark and ``harness report`` agree), Holm-corrected within each family (Table 3: the four
-  "w/o" rows; Table 4: No MLLM -> BLIP-2 -> ASMv2);
+  bootstrap over test videos for the video part plus the pooled between-seed variance: the same
+  estimator and video resamples as ``harness report``; the seed variance is pooled over the family
+  and Holm runs within each family (Table 3: the four "w/o" rows; Table 4: No MLLM -> BLIP-2 ->
+  ASMv2), where the report pools and corrects over every cell of a table, so its p-values are
+  stricter);
 * the shuffled-label control and the full model's ratio to it;
 * the learning curve of the budget: validation PredCls mAP per epoch of the full model (mean of seeds).
 

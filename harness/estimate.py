@@ -38,7 +38,8 @@ from sage_model.config import ExperimentConfig
 #: Rows per video of the embedded synthetic data (generator v1, measured on 24-video roots).
 SYNTH_ROWS_PER_VIDEO = {"gt": 60.0, "det": 65.0}
 #: Of a synthetic video's ground-truth pairs, the share training keeps with ``novel_object_pairs:
-#: drop`` (a pair with a novel object class is left out): 1,836 of 3,204 on the 64-video default.
+#: drop`` (a pair with a novel object class is left out): 1,836 of 3,204 on the 64-video VidVRD
+#: default (VidOR, with more novel objects, keeps fewer); used only before the root exists.
 SYNTH_TRAIN_SHARE_DROP = 0.57
 SYNTH_FEATURE_DIM = 64
 #: Per-trial start-up besides building the model: process, data opening, predictions, metrics.

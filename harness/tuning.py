@@ -82,6 +82,7 @@ TUNING_OVERRIDES: dict[str, Any] = {
     "eval.every_epoch": True,
     "eval.measure_speed": False,
     "eval.stability_noise": [],
+    "data.synthetic_test_videos": None,  # never scored: the budget's 200-video split would be generated for nothing
 }
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 #: fANOVA on fewer points fits noise (Optuna computes it from 2, which is meaningless).

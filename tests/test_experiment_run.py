@@ -213,17 +213,19 @@ def test_the_synthetic_root_is_generated_once_and_reused(data_cache, tmp_path):
 
 def test_the_dry_runs_data_sizes_are_the_pairs_the_trial_trained_and_scored(data_cache, tmp_path):
     """``harness run --dry-run`` prices a trial by its pairs: counted from the root they must be the
-    trial's own (training drops the pairs with a novel object; validation and test as scored)."""
+    trial's own (training drops the pairs with a novel object; validation and test as scored), on the
+    root the trial used (a test split of its own size: another folder). Here and not in a file of
+    the harness because it reuses this module's data cache and trial helpers."""
     from harness.estimate import data_sizes
 
     cfg = config(
-        data={"synthetic_videos": 12},
+        data={"synthetic_videos": 12, "synthetic_test_videos": 5},
         train={"stage2_epochs": 0},
         eval={"tasks": ["sgdet", "predcls"], "measure_speed": False, "stability_noise": []},
     )
     result = run_experiment(cfg, work_dir=tmp_path / "trial")
     sizes = data_sizes(cfg, data_cache)
-    assert sizes.source.startswith("counted in")
+    assert sizes.source.startswith("counted in") and sizes.source.endswith("-t5")
     root = DatasetRoot.open(resolve_roots(cfg, tmp_path / "w")[0].path)
     in_training_videos = len(root.feature_store("train", "gt")) - result.split_sizes["val"]
     assert sizes.train == result.split_sizes["train"] < in_training_videos  # some pairs were dropped
