@@ -101,9 +101,7 @@ def run_trial(args: tuple[str, int, dict[str, Any], str]) -> dict[str, Any]:
     started, cpu = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as work:
         result = run_experiment(cfg, work_dir=Path(work), on_epoch=lambda r: curve.append(epoch_row(r)))
-        videos = {
-            f"{t}_{s}": video_aps(cfg, work, t, s) for t, s in SCORED if f"{t}_{s}" in result.predictions
-        }
+    videos = video_aps(result.videos)
     return {
         "variant": variant,
         "seed": seed,
@@ -126,19 +124,14 @@ def epoch_row(report: Any) -> dict[str, float]:
     }
 
 
-def video_aps(cfg: Any, work: str, task: str, split: str) -> dict[str, float]:
-    """Per-video AP (fraction) of one prediction file: what mAP is the mean of."""
-    from sage_model.data import DatasetRoot, ground_truth_relations
-    from sage_model.data.vocab import load_vocabulary
-    from sage_model.eval import evaluate_relations
-    from sage_model.experiment import ensure_default_root, synthetic_cache
-
-    data = cfg.data
-    root = DatasetRoot.open(ensure_default_root(data, data.dataset, synthetic_cache(Path(work))))
-    gt = ground_truth_relations(root.annotations("test"))
-    preds = json.loads((Path(work) / f"predictions_{task}_{split}.json").read_text(encoding="utf-8"))
-    novel = set(load_vocabulary(data.dataset).novel_predicates) if split == "novel" else None
-    return dict(evaluate_relations(gt, preds, novel_predicates=novel).video_ap)
+def video_aps(scores: Any) -> dict[str, dict[str, float]]:
+    """``{task_split: {video: AP (fraction)}}`` from the trial's own per-video parts
+    (``ExperimentResult.videos``, what the report resamples): what each mAP is the mean of."""
+    out: dict[str, dict[str, float]] = {}
+    for score in scores:
+        if (score.task, score.split) in SCORED:
+            out.setdefault(f"{score.task}_{score.split}", {})[score.video_id] = score.ap
+    return out
 
 
 # ------------------------------------------------------------------------------------ statistics
