@@ -1,7 +1,7 @@
 """Does SAGE learn the embedded synthetic data, and does every component have an effect on it?
 
     python benchmarks/synthetic_learning.py [--seeds 0 1 2] [--jobs 2] [--variants full shuffled ...]
-                                            [--set train.stage1_epochs=20 ...] [--json out.json]
+                                            [--set train.stage1_epochs=10 ...] [--json out.json]
 
 Each variant is one ``run_experiment`` on the default synthetic VidVRD set, one process per trial
 (``--jobs`` at a time, one torch thread each), with the default's budget: the synthetic learning

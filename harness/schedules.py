@@ -56,8 +56,8 @@ Layered *beneath* every study's ``base`` (:func:`harness.configs.resolve_trial`)
 schedule: a study that states no budget trains on it, one that states its own (Table 10 measures
 speed, not learning) keeps its own, and ``paper`` still replaces the training values above the
 base. Why these values (docs/data.md sections 8.4 and 9.1): with 24 training videos the
-validation mAP stays near zero for any budget; with 64 it climbs to stage-1 epoch ~14 at the
-constant lr (no decay), but the trained models differ a lot between seeds (Ours' PredCls All
+validation mAP stays near zero for any budget; with 64 it is still climbing at stage-1 epoch 20 at
+the constant lr (no decay), but the trained models differ a lot between seeds (Ours' PredCls All
 17.5 / 18.0 / 13.8 at 20 epochs). 96 training videos at 14 epochs (about the same number of steps)
 read 18.0 / 18.3 / 18.2: more distinct videos, not more epochs, made training consistent. 4
 stage-2 epochs at batch 32 train the class enhancement (prompt), which the novel predicates and
