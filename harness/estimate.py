@@ -37,8 +37,9 @@ from sage_model.config import ExperimentConfig
 
 #: Rows per video of the embedded synthetic data, measured on the root the studies run on
 #: (``SYNTHETIC_BUDGET``: VidVRD, 96 training and 200 test videos): 4,516 ground-truth pairs over
-#: the 86 training videos left after the 10 % validation hold-out (seed 0's), 10,434 / 11,034 ground-truth / detected pairs over the 200 test videos
-#: (24-video roots have ~60 / 65 a video); used only before the root exists.
+#: the 86 training videos left after the 10 % validation hold-out (seed 0's), 10,434 / 11,034
+#: ground-truth / detected pairs over the 200 test videos (24-video roots have ~60 / 65 a video);
+#: used only before the root exists.
 SYNTH_ROWS_PER_VIDEO = {"gt": 52.0, "det": 55.0}
 #: Of a synthetic video's ground-truth pairs, the share training keeps with ``novel_object_pairs:
 #: drop`` (a pair with a novel object class is left out): 2,470 of 4,516 on that root (1,836 of

@@ -70,8 +70,8 @@ for a little scoring time per class-aware trial.
 SCHEDULES: dict[str, Schedule] = {
     "default": Schedule(
         "default",
-        "the synthetic learning budget (SYNTHETIC_BUDGET: 96 training and 200 test videos, 14 + 4 epochs, no decay) unless the "
-        "study's base states its own",
+        "the synthetic learning budget (SYNTHETIC_BUDGET: 96 training and 200 test videos, 14 + 4 epochs, "
+        "no decay) unless the study's base states its own",
     ),
     "paper": Schedule(
         "paper",
